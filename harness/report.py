@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Reporter", "read_json", "write_json_atomic"]
+__all__ = ["Reporter", "read_json", "write_json_atomic", "write_text_atomic"]
 
 ENV_RUN_ID = "HARNESS_RUN_ID"
 ENV_RUN_DIR = "HARNESS_RUN_DIR"
@@ -50,14 +50,13 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def write_json_atomic(path: str | os.PathLike[str], data: Mapping[str, Any]) -> None:
-    """Write ``data`` as JSON so that readers see the old file or the new one, never half."""
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` so that readers see the old file or the new one, never half."""
     target = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(_clean(data), f, indent=2, sort_keys=True)
-            f.write("\n")
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, target)
@@ -67,6 +66,11 @@ def write_json_atomic(path: str | os.PathLike[str], data: Mapping[str, Any]) -> 
         except FileNotFoundError:
             pass
         raise
+
+
+def write_json_atomic(path: str | os.PathLike[str], data: Mapping[str, Any]) -> None:
+    """Write ``data`` as a JSON object, atomically (see :func:`write_text_atomic`)."""
+    write_text_atomic(path, json.dumps(_clean(data), indent=2, sort_keys=True) + "\n")
 
 
 def read_json(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -1,0 +1,1 @@
+"""Command handlers, imported lazily by harness.cli."""

@@ -1,0 +1,42 @@
+"""``harness demo``: a guided tour of the mistake log in a throw-away state dir.
+
+The supervised training demo replaces this once the supervisor and the bundled
+workload land; until then the tour shows the log working end to end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from pathlib import Path
+
+from harness.cli import EXIT_OK, main
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "MISTAKES.example.md"
+
+
+def _step(title: str, argv: list[str]) -> None:
+    print(f"\n$ harness {' '.join(argv)}    # {title}", flush=True)
+    code = main(argv)
+    if code != EXIT_OK:
+        raise SystemExit(code)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    with tempfile.TemporaryDirectory(prefix="harness-demo-") as home:
+        os.environ["HARNESS_HOME"] = home
+        print(f"state dir for this tour: {home}")
+        _step("the built-in catalogue every rule links to", ["mistakes", "list"])
+        if EXAMPLE.exists():
+            _step(
+                "import a team's MISTAKES.md (upsert by id)", ["mistakes", "import", str(EXAMPLE)]
+            )
+        _step("full-text search, hostile input is fine", ["mistakes", "search", "gpu util AND ("])
+        _step("one entry", ["mistakes", "show", "M-015"])
+        _step("the checklist the supervisor enforces", ["checklist"])
+        _step(
+            "what the supervisor records when it aborts a run",
+            ["incidents", "--json"],
+        )
+    return EXIT_OK

@@ -1,0 +1,123 @@
+"""The ``harness`` command line.
+
+Only argparse is imported here: each subcommand names its handler as ``module:function``
+and the module is imported when the command runs, so ``harness --help`` stays instant.
+
+Exit codes: 0 success, 1 failure (a check failed, a thing was not found), 2 bad usage
+or bad input. Errors are one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+__all__ = ["EXIT_FAILURE", "EXIT_OK", "EXIT_USAGE", "UsageError", "build_parser", "main"]
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad input from the command line; the CLI prints it and exits 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"{self.prog}: error: {message} (see --help)\n")
+        raise SystemExit(EXIT_USAGE)
+
+
+def _cmd(sub: Any, name: str, handler: str, help_text: str, **kw: Any) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = sub.add_parser(name, help=help_text, description=help_text, **kw)
+    p.set_defaults(handler=handler)
+    return p
+
+
+def _json(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="harness",
+        description="Launch, watch and abort training runs by a checklist of past mistakes.",
+    )
+    parser.add_argument("--config", metavar="FILE", help="harness.toml to use")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    # mistakes ----------------------------------------------------------------------
+    m = sub.add_parser("mistakes", help="the mistake log", description="The mistake log.")
+    msub = m.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser, required=True)
+    mod = "harness._cli.mistakes"
+    p = _cmd(msub, "list", f"{mod}:cmd_list", "list mistakes")
+    p.add_argument("--category", metavar="C", help="only this category")
+    _json(p)
+    p = _cmd(msub, "show", f"{mod}:cmd_show", "show one mistake")
+    p.add_argument("id", metavar="ID")
+    _json(p)
+    p = _cmd(msub, "search", f"{mod}:cmd_search", "full-text search of mistakes and incidents")
+    p.add_argument("query", metavar="QUERY", nargs="+")
+    p.add_argument("--limit", type=int, default=20)
+    _json(p)
+    p = _cmd(msub, "add", f"{mod}:cmd_add", "add a mistake")
+    p.add_argument("--id", help="M-NNN (default: the next free id)")
+    p.add_argument("--title", required=True)
+    p.add_argument("--category", default="General")
+    for name in ("when", "symptom", "root-cause", "fix", "prevention"):
+        p.add_argument(f"--{name}", default="")
+    p.add_argument(
+        "--field", action="append", default=[], metavar="NAME=VALUE", help="an extra field"
+    )
+    _json(p)
+    p = _cmd(msub, "import", f"{mod}:cmd_import", "import a MISTAKES.md file (upsert by id)")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--partial", action="store_true", help="import the valid entries anyway")
+    _json(p)
+    p = _cmd(msub, "export", f"{mod}:cmd_export", "export the log as MISTAKES.md")
+    p.add_argument("file", metavar="FILE", nargs="?", help="default: standard output")
+
+    # incidents -----------------------------------------------------------------------
+    i = _cmd(sub, "incidents", f"{mod}:cmd_incidents", "list incidents")
+    i.add_argument("--run", metavar="R")
+    i.add_argument("--rule")
+    i.add_argument("--mistake", metavar="M")
+    i.add_argument("--since", metavar="T", help="e.g. 2h, 3d, 2026-11-01, 2026-11-01T12:00")
+    i.add_argument("--unresolved", action="store_true")
+    i.add_argument("--limit", type=int, default=50)
+    _json(i)
+    isub = i.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    p = _cmd(isub, "show", f"{mod}:cmd_incident_show", "show one incident")
+    p.add_argument("number", type=int, metavar="N")
+    _json(p)
+    p = _cmd(isub, "resolve", f"{mod}:cmd_incident_resolve", "mark an incident resolved")
+    p.add_argument("number", type=int, metavar="N")
+    p.add_argument("--note", required=True, help="what was done about it")
+
+    p = _cmd(sub, "checklist", f"{mod}:cmd_checklist", "the prevention checklist")
+    _json(p)
+    _cmd(sub, "demo", "harness._cli.demo:cmd_demo", "a guided tour of the mistake log")
+    return parser
+
+
+def _resolve(spec: str) -> Callable[..., int]:
+    module, _, func = spec.partition(":")
+    handler: Callable[..., int] = getattr(importlib.import_module(module), func)
+    return handler
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return EXIT_USAGE
+    from harness._cli.common import run_handler
+
+    return run_handler(_resolve(args.handler), args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,271 @@
+"""The built-in catalogue: every mistake a rule links to, so links resolve on a fresh install.
+
+A user's MISTAKES.md import replaces these texts id by id (the user's words win); the
+catalogue only fills ids that are missing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = [
+    "BUILTIN_CHECKLIST",
+    "BUILTIN_MISTAKES",
+    "NONFINITE_ID",
+    "RULE_LINKS",
+    "BuiltinItem",
+    "BuiltinMistake",
+]
+
+NONFINITE_ID = "M-045"
+
+
+@dataclass(frozen=True)
+class BuiltinMistake:
+    id: str
+    title: str
+    section: str
+    when: str
+    symptom: str
+    root_cause: str
+    fix: str
+    prevention: str
+
+
+@dataclass(frozen=True)
+class BuiltinItem:
+    title: str
+    text: str
+    mistake_ids: tuple[str, ...]
+    rule: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+#: Which mistakes each supervisor rule guards against (DESIGN section 5).
+RULE_LINKS: dict[str, tuple[str, ...]] = {
+    "stale_processes": ("M-025",),
+    "ram_headroom": ("M-030",),
+    "utilisation": ("M-015", "M-035"),
+    "nonfinite": (NONFINITE_ID,),
+    "stall": ("M-037",),
+    "heartbeat": ("M-037",),
+    "gradient_flow": ("M-032",),
+    "input_coverage": ("M-008",),
+    "gates": ("M-014",),
+}
+
+BUILTIN_MISTAKES: tuple[BuiltinMistake, ...] = (
+    BuiltinMistake(
+        id="M-008",
+        title="Inputs silently truncated to the model's context",
+        section="Category: Data",
+        when="Preparing sequences for a model with a fixed context length.",
+        symptom=(
+            "Accuracy plateaus below what the task allows; the positions that need the "
+            "longest context are never learned, and nothing in the logs says why."
+        ),
+        root_cause=(
+            "The sequence length was shorter than the dependency the task contains, and "
+            "the data pipeline cut the excess without a warning."
+        ),
+        fix="Raise the sequence length to cover the task's longest dependency, or change the task.",
+        prevention=(
+            "Every task declares the context it needs; the preflight refuses a run whose "
+            "seq_len is shorter, naming both numbers."
+        ),
+    ),
+    BuiltinMistake(
+        id="M-014",
+        title="A metric reported as informational never gated the result",
+        section="Category: Evaluation",
+        when="Declaring a run successful at the end of training.",
+        symptom=(
+            "A run was reported ok while one of its metrics stood at 0/21, because that "
+            "metric was only printed, not checked."
+        ),
+        root_cause="Only some metrics were compared with a threshold; the rest were decoration.",
+        fix="Treat every declared metric as a gate; a missing metric fails its gate.",
+        prevention=(
+            "Runs declare gates in their spec; the verdict is succeeded only when every gate "
+            "passes, and the failing ones are recorded as incidents."
+        ),
+    ),
+    BuiltinMistake(
+        id="M-015",
+        title="GPU underutilised because part of the step ran on the CPU",
+        section="Category: Devices",
+        when="Any GPU training run, most often after a change to data loading or the loss.",
+        symptom=(
+            "The job runs for hours at a few percent GPU utilisation; steps per second are a "
+            "fraction of what the hardware should give."
+        ),
+        root_cause=(
+            "A tensor op, the batch construction or a metric ran on the CPU each step, and the "
+            "GPU waited on it."
+        ),
+        fix="Keep data resident on the device, vectorise batch construction, avoid host syncs.",
+        prevention=(
+            "The supervisor samples device utilisation over a window after a grace period and "
+            "aborts a run that stays below the threshold during its train phase."
+        ),
+    ),
+    BuiltinMistake(
+        id="M-025",
+        title="Stale listener and heartbeat processes piled up after restarts",
+        section="Category: Process hygiene",
+        when="Restarting an agent session, a bot or a training script repeatedly.",
+        symptom=(
+            "Dozens of old listeners and heartbeat loops run at once, answer twice, hold GPU "
+            "memory and ports, and slow the machine."
+        ),
+        root_cause="Each restart started new processes without stopping the previous ones.",
+        fix="Track every process the harness starts (pid, create time, run marker) and stop them.",
+        prevention=(
+            "Before each launch, processes the harness started for runs that are over are "
+            "terminated; processes it did not start are never touched."
+        ),
+    ),
+    BuiltinMistake(
+        id="M-030",
+        title="RAM exhaustion killed the training run (or the whole VM)",
+        section="Category: Memory",
+        when="Loading large datasets, caching batches in RAM, or running two jobs at once.",
+        symptom=(
+            "The kernel's OOM killer ends the job without a traceback, sometimes taking the SSH "
+            "session or the VM with it; work since the last checkpoint is lost."
+        ),
+        root_cause=(
+            "Nobody checked free memory before launch or while running, and container limits "
+            "were lower than the host figures suggested."
+        ),
+        fix="Stream data, shrink caches, and stop gracefully with a checkpoint before the OOM.",
+        prevention=(
+            "Launch is refused below the configured free RAM (cgroup-aware); while running, a "
+            "drop below it stops the run with SIGINT first so it can checkpoint."
+        ),
+    ),
+    BuiltinMistake(
+        id="M-032",
+        title="A component received zero gradient; only the last layer learned",
+        section="Category: Model",
+        when="Adding a module, freezing parts of a model, or detaching a tensor by mistake.",
+        symptom=(
+            "Training loss falls a little and stops; the parameters of one component never "
+            "change from their initial values."
+        ),
+        root_cause=(
+            "A detach, a frozen parameter or an unused branch cut the component out of the "
+            "backward graph."
+        ),
+        fix="Reconnect the component; remove stray detach() calls and requires_grad=False.",
+        prevention=(
+            "The preflight runs one backward pass on a dummy loss and fails, naming the "
+            "parameters, when any trainable parameter gets no or zero gradient."
+        ),
+    ),
+    BuiltinMistake(
+        id="M-035",
+        title="Compute ran on the wrong device at low total utilisation",
+        section="Category: Devices",
+        when="Running on a machine where the device choice is implicit (auto, env variables).",
+        symptom=(
+            "The job is slow and the machine is mostly idle: a CPU job using one core of many, "
+            "or a job meant for the GPU running on the CPU."
+        ),
+        root_cause="The device or thread count defaulted to something other than intended.",
+        fix="Choose the device explicitly, set thread counts, and report the device at start.",
+        prevention=(
+            "CPU jobs are held to the same utilisation rule as GPU jobs, measured as the "
+            "job's share of the whole machine."
+        ),
+    ),
+    BuiltinMistake(
+        id="M-037",
+        title="A heartbeat that relied on someone remembering to send it",
+        section="Category: Process hygiene",
+        when="Long runs watched from a phone, often driven by a coding agent.",
+        symptom=(
+            "The status updates stopped when the agent's context filled up or the person went "
+            "to sleep; a hung job went unnoticed for hours."
+        ),
+        root_cause="The heartbeat was a promise in a prompt, not a scheduled job.",
+        fix="Send heartbeats from a scheduler in a long-lived process, independent of any agent.",
+        prevention=(
+            "The harness posts a heartbeat on a fixed schedule whatever the job does, and "
+            "aborts a job that writes no metrics for longer than its stall limit."
+        ),
+    ),
+    BuiltinMistake(
+        id=NONFINITE_ID,
+        title="Loss went NaN and nobody noticed until morning",
+        section="Stability journal",
+        when="Raising the learning rate, switching to reduced precision, or new data.",
+        symptom=(
+            "Loss or gradient norm becomes NaN or Inf at some step; the job keeps running and "
+            "burns hours producing nothing."
+        ),
+        root_cause=(
+            "An overflow or a division by zero produced a non-finite value, and no one was "
+            "checking for it."
+        ),
+        fix="Lower the learning rate, clip gradients, check the data for bad values.",
+        prevention="The supervisor aborts a run the moment a non-finite loss or grad norm appears.",
+    ),
+)
+
+BUILTIN_CHECKLIST: tuple[BuiltinItem, ...] = (
+    BuiltinItem(
+        "No stale processes",
+        "Processes from earlier runs are terminated before a launch.",
+        ("M-025",),
+        "stale_processes",
+    ),
+    BuiltinItem(
+        "RAM headroom",
+        "Enough free RAM before launch and while running.",
+        ("M-030",),
+        "ram_headroom",
+    ),
+    BuiltinItem(
+        "Device utilisation",
+        "The job keeps its device busy during training.",
+        ("M-015", "M-035"),
+        "utilisation",
+    ),
+    BuiltinItem(
+        "Finite loss",
+        "Loss and gradient norm stay finite.",
+        (NONFINITE_ID,),
+        "nonfinite",
+    ),
+    BuiltinItem(
+        "Metrics keep flowing",
+        "The job writes metrics at least once per stall window.",
+        ("M-037",),
+        "stall",
+    ),
+    BuiltinItem(
+        "Automatic heartbeat",
+        "A scheduler posts the heartbeat, not a person or an agent.",
+        ("M-037",),
+        "heartbeat",
+    ),
+    BuiltinItem(
+        "Gradient reaches every parameter",
+        "A preflight backward pass gives every trainable parameter a non-zero gradient.",
+        ("M-032",),
+        "gradient_flow",
+    ),
+    BuiltinItem(
+        "Context covers the task",
+        "The sequence length covers the task's longest dependency.",
+        ("M-008",),
+        "input_coverage",
+    ),
+    BuiltinItem(
+        "Every metric gates",
+        "Every declared metric is checked against its gate at the end.",
+        ("M-014",),
+        "gates",
+    ),
+)

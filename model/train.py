@@ -1,0 +1,538 @@
+"""Train BitGPT on a bit-stream task and talk to the harness through harness.report.
+
+    python -m model.train --task echo                 # CPU or GPU, defaults per task
+    python -m model.train --task echo --preflight     # checks only, exit 0 if all pass
+    python -m model.train --task echo --resume runs/local/checkpoints/step-0000200.pt
+
+Read top to bottom: defaults, config, controls, evaluation, checkpoints, preflight, the
+training loop, main. Outside the harness (no HARNESS_* variables) the reporter is a no-op
+and progress is printed to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import random
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from harness.report import Reporter
+from model.data import TASKS, DataError, WindowSampler, default_data_dir, ensure_data
+from model.data import load_bits, verify_file
+from model.model import BITS, BitGPT, GPTConfig
+
+__all__ = ["TASK_DEFAULTS", "Controls", "TrainConfig", "check_gradient_flow", "main"]
+
+# Steps per task for the default CPU config (d_model 128, 2 layers, batch 64, seq_len 32),
+# measured on a 2-core CPU: see bench/tasks.py. Echo reaches >= 0.930 well within 4 minutes.
+TASK_DEFAULTS: dict[str, dict[str, Any]] = {
+    "echo": {"steps": 300},
+    "not": {"steps": 300},
+    "shift": {"steps": 600},
+    "count": {"steps": 600},
+    "xor": {"steps": 600},
+    "fib": {"steps": 1000},
+}
+CPU_BATCH, CUDA_BATCH = 64, 2048  # CUDA: big enough that launch overhead does not idle the GPU
+
+
+@dataclass
+class TrainConfig:
+    task: str = "echo"
+    steps: int = 300
+    batch: int = CPU_BATCH
+    seq_len: int = 32
+    d_model: int = 128
+    layers: int = 2
+    heads: int = 4
+    lr: float = 3e-3
+    warmup: int = 20
+    seed: int = 0
+    device: str = "cpu"
+    resume: str | None = None
+    preflight: bool = False
+    compile: bool = False
+    eval_every: int = 100
+    checkpoint_every: int = 200
+    log_every: int = 10
+    eval_windows: int = 256
+    out: str = "runs/local"
+    data_dir: str = ""
+
+    def model_config(self) -> GPTConfig:
+        return GPTConfig(
+            d_model=self.d_model, n_layers=self.layers, n_heads=self.heads, max_seq_len=self.seq_len
+        )
+
+
+def parse_args(argv: list[str] | None, environ: dict[str, str]) -> TrainConfig:
+    p = argparse.ArgumentParser(prog="python -m model.train", description=__doc__.split("\n")[0])
+    p.add_argument("--task", choices=sorted(TASKS), default="echo")
+    p.add_argument("--steps", type=int, help="default per task: TASK_DEFAULTS")
+    p.add_argument("--batch", type=int, help=f"default {CPU_BATCH} on CPU, {CUDA_BATCH} on CUDA")
+    p.add_argument("--seq-len", type=int, default=32)
+    p.add_argument("--d-model", type=int, default=128)
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--warmup", type=int, default=20)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--resume", metavar="CKPT")
+    p.add_argument("--preflight", action="store_true", help="run the checks and exit")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--eval-every", type=int, default=100)
+    p.add_argument("--checkpoint-every", type=int, default=200)
+    p.add_argument("--log-every", type=int, help="default 10 on CPU, 100 on CUDA")
+    p.add_argument("--eval-windows", type=int, default=256)
+    p.add_argument("--out", default=environ.get("HARNESS_RUN_DIR") or "runs/local")
+    p.add_argument("--data-dir", default=str(default_data_dir(environ)))
+    a = p.parse_args(argv)
+    device = a.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    cuda = device.startswith("cuda")
+    return TrainConfig(
+        task=a.task,
+        steps=a.steps if a.steps is not None else TASK_DEFAULTS[a.task]["steps"],
+        batch=a.batch or (CUDA_BATCH if cuda else CPU_BATCH),
+        seq_len=a.seq_len,
+        d_model=a.d_model,
+        layers=a.layers,
+        heads=a.heads,
+        lr=a.lr,
+        warmup=a.warmup,
+        seed=a.seed,
+        device=device,
+        resume=a.resume,
+        preflight=a.preflight,
+        compile=a.compile,
+        eval_every=a.eval_every,
+        checkpoint_every=a.checkpoint_every,
+        log_every=a.log_every or (100 if cuda else 10),
+        eval_windows=a.eval_windows,
+        out=a.out,
+        data_dir=a.data_dir,
+    )
+
+
+# -- live controls ------------------------------------------------------------------------
+
+
+@dataclass
+class Controls:
+    """What the supervisor may change while the job runs (controls.json)."""
+
+    lr: float
+    data_weights: dict[str, float] = field(default_factory=dict)
+    eval_every: int = 100
+    checkpoint_every: int = 200
+
+
+def _number(v: object) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def validate_control(key: str, value: object, seq_len: int) -> tuple[Any, str | None]:
+    """(clean value, None) when acceptable, else (None, reason). Pure: tests call it directly."""
+    if key == "lr":
+        if not _number(value):
+            return None, f"must be a number, got {value!r}"
+        if value <= 0:  # type: ignore[operator]
+            return None, f"must be > 0, got {value}"
+        return float(value), None  # type: ignore[arg-type]
+    if key in ("eval_every", "checkpoint_every"):
+        if not isinstance(value, int) or isinstance(value, bool):
+            return None, f"must be an integer, got {value!r}"
+        if value < 0:
+            return None, f"must be >= 0 (0 turns it off), got {value}"
+        return value, None
+    if key == "data_weights":
+        if not isinstance(value, dict) or not value:
+            return None, f"must be a non-empty object task -> weight, got {value!r}"
+        for task, w in value.items():
+            if task not in TASKS:
+                return None, f"unknown task {task!r} (known: {', '.join(TASKS)})"
+            if not _number(w) or w <= 0:
+                return None, f"weight of {task!r} must be a number > 0, got {w!r}"
+            if TASKS[task].min_seq_len > seq_len:
+                return None, f"{task} needs seq_len >= {TASKS[task].min_seq_len}, run has {seq_len}"
+        return {t: float(w) for t, w in value.items()}, None
+    return None, "unknown control (known: lr, data_weights, eval_every, checkpoint_every)"
+
+
+# -- evaluation ---------------------------------------------------------------------------
+
+
+def eval_windows(val_bits: torch.Tensor, seq_len: int, n: int) -> torch.Tensor:
+    """Fixed held-out windows (n, seq_len + 1, 128): same every eval, uniform offsets."""
+    rng = np.random.default_rng(12345)  # fixed: every run and every eval sees the same set
+    starts = torch.from_numpy(rng.integers(0, len(val_bits) - seq_len - 1, size=n))
+    idx = starts.to(val_bits.device)[:, None] + torch.arange(seq_len + 1, device=val_bits.device)
+    return val_bits[idx]
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, windows: torch.Tensor, amp: bool) -> tuple[float, list[float]]:
+    """Average bit accuracy over all positions, and the accuracy at each window position."""
+    model.eval()
+    correct = torch.zeros(windows.shape[1] - 1, device=windows.device)
+    for chunk in windows.split(256):
+        x, y = chunk[:, :-1].float(), chunk[:, 1:].float()
+        with torch.autocast(windows.device.type, torch.bfloat16, enabled=amp):
+            logits = model(x)
+        correct += ((logits.float() > 0) == (y > 0.5)).float().mean(dim=2).sum(dim=0)
+    model.train()
+    per_pos = (correct / len(windows)).tolist()
+    return sum(per_pos) / len(per_pos), per_pos
+
+
+# -- checkpoints --------------------------------------------------------------------------
+
+
+def save_checkpoint(path: Path, state: dict[str, Any], keep: int = 3) -> None:
+    """Write atomically (a killed job never leaves half a checkpoint); keep the last few."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+    for old in sorted(path.parent.glob("step-*.pt"))[:-keep]:
+        old.unlink(missing_ok=True)
+
+
+def _rng_states() -> dict[str, Any]:
+    states: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _set_rng_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    np.random.set_state(states["numpy"])
+    random.setstate(states["python"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+# -- preflight ----------------------------------------------------------------------------
+
+
+def check_gradient_flow(
+    model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor]
+) -> list[str]:
+    """Names of parameters that are frozen or get no finite non-zero gradient from the loss.
+
+    One forward/backward of the real loss on a dummy batch. A frozen parameter, one cut
+    out of the graph (None gradient), one whose gradient is all zero or not finite: each
+    would let the run "train" while part of the model never learns.
+    """
+    x, y = batch
+    model.zero_grad(set_to_none=True)
+    F.binary_cross_entropy_with_logits(model(x).float(), y).backward()
+    bad = []
+    for name, p in model.named_parameters():
+        g = p.grad
+        if not p.requires_grad or g is None or not torch.isfinite(g).all() or not g.any():
+            bad.append(name)
+    model.zero_grad(set_to_none=True)
+    return bad
+
+
+def preflight(cfg: TrainConfig) -> int:
+    """One line per check, PASS or FAIL with evidence; 0 when all pass."""
+    results: list[tuple[bool, str, str]] = []
+
+    torch.manual_seed(cfg.seed)
+    model = BitGPT(cfg.model_config())
+    x = torch.randint(0, 2, (4, cfg.seq_len, BITS)).float()
+    y = torch.randint(0, 2, (4, cfg.seq_len, BITS)).float()
+    bad = check_gradient_flow(model, (x, y))
+    n = len(list(model.parameters()))
+    if bad:
+        results.append(
+            (
+                False,
+                "gradient flow",
+                f"{len(bad)}/{n} parameters frozen or without "
+                f"a finite non-zero gradient: {', '.join(bad)}",
+            )
+        )
+    else:
+        results.append(
+            (
+                True,
+                "gradient flow",
+                f"all {n} parameters get a finite non-zero "
+                f"gradient ({model.num_params():,} weights)",
+            )
+        )
+
+    for split in ("train", "val"):
+        try:
+            path, made = ensure_data(Path(cfg.data_dir), cfg.task, split, cfg.seed)
+            data = verify_file(path, cfg.task)
+            how = "generated and verified" if made else "verified"
+            results.append(
+                (
+                    True,
+                    f"data {split}",
+                    f"{path}: {len(data)} positions {how} against the {cfg.task} rule",
+                )
+            )
+        except DataError as exc:
+            results.append(
+                (False, f"data {split}", f"{exc} (delete it: it is rebuilt from the seed)")
+            )
+
+    need = TASKS[cfg.task].min_seq_len
+    results.append(
+        (
+            cfg.seq_len >= need,
+            "seq_len",
+            f"{cfg.seq_len} {'>=' if cfg.seq_len >= need else '<'} {need} needed by {
+                cfg.task
+            } (group of {TASKS[cfg.task].group})",
+        )
+    )
+
+    for ok, name, evidence in results:
+        print(f"{'PASS' if ok else 'FAIL'} {name}: {evidence}", flush=True)
+    return 0 if all(ok for ok, _, _ in results) else 1
+
+
+# -- training -----------------------------------------------------------------------------
+
+
+class _Interrupt:
+    """SIGINT sets a flag; the loop checkpoints and exits 0 so the work is kept."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        self.requested = True
+        signal.signal(signal.SIGINT, signal.SIG_DFL)  # a second Ctrl-C kills at once
+
+
+def train(cfg: TrainConfig, rep: Reporter) -> int:
+    device = torch.device(cfg.device)
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.backends.cuda.matmul.allow_tf32 = True
+    else:
+        # The supervisor aborts a CPU job that leaves cores idle: use all of them.
+        torch.set_num_threads(os.cpu_count() or 1)
+    need = TASKS[cfg.task].min_seq_len
+    if cfg.seq_len < need:
+        print(f"error: {cfg.task} needs --seq-len >= {need}, got {cfg.seq_len}", file=sys.stderr)
+        return 2
+
+    stop = _Interrupt()
+    previous_handler = signal.signal(signal.SIGINT, stop)
+    try:
+        return _train(cfg, rep, stop)
+    finally:
+        signal.signal(signal.SIGINT, previous_handler)
+
+
+def _train(cfg: TrainConfig, rep: Reporter, stop: _Interrupt) -> int:
+    device = torch.device(cfg.device)
+    cuda = device.type == "cuda"
+    ckpt: dict[str, Any] | None = None
+    if cfg.resume:
+        ckpt = torch.load(cfg.resume, map_location=device, weights_only=False)
+        # The run continues as it was: architecture, task and batch come from the checkpoint.
+        saved = ckpt["config"]
+        for key in ("task", "seq_len", "d_model", "layers", "heads", "batch", "seed", "warmup"):
+            setattr(cfg, key, saved[key])
+
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    model = BitGPT(cfg.model_config()).to(device)
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.0, fused=cuda or None
+    )
+    controls = Controls(
+        lr=cfg.lr,
+        data_weights={cfg.task: 1.0},
+        eval_every=cfg.eval_every,
+        checkpoint_every=cfg.checkpoint_every,
+    )
+    sampler = WindowSampler(cfg.seq_len, device, cfg.seed)
+    step = 0
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        controls = Controls(**ckpt["controls"])
+        step = ckpt["step"]
+    fwd = torch.compile(model) if cfg.compile else model
+
+    ceiling = TASKS[cfg.task].ceiling(cfg.seq_len)
+    rep.start(
+        total_steps=cfg.steps,
+        device=str(device),
+        task=cfg.task,
+        ceiling=ceiling,
+        batch=cfg.batch,
+        seq_len=cfg.seq_len,
+        params=model.num_params(),
+        resumed_from=step,
+    )
+    print(
+        f"{cfg.task}: {model.num_params():,} params, batch {cfg.batch}, seq_len {cfg.seq_len}, "
+        f"{cfg.steps} steps on {device}, ceiling {ceiling:.4f}",
+        flush=True,
+    )
+
+    def load_task(task: str) -> None:
+        if task not in sampler.streams:
+            sampler.add(task, load_bits(Path(cfg.data_dir), task, "train", cfg.seed))
+
+    rep.phase("data")
+    for task in controls.data_weights:
+        load_task(task)
+    sampler.set_weights(controls.data_weights)
+    val = torch.from_numpy(load_bits(Path(cfg.data_dir), cfg.task, "val", cfg.seed)).to(device)
+    windows = eval_windows(val, cfg.seq_len, cfg.eval_windows)
+    if ckpt is not None:
+        sampler.load_state_dict(ckpt["sampler"])
+        _set_rng_states(ckpt["rng"])
+
+    def checkpoint() -> Path:
+        rep.phase("checkpoint")
+        path = Path(cfg.out) / "checkpoints" / f"step-{step:07d}.pt"
+        save_checkpoint(
+            path,
+            {
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "step": step,
+                "rng": _rng_states(),
+                "sampler": sampler.state_dict(),
+                "controls": asdict(controls),
+                "config": asdict(cfg),
+            },
+        )
+        rep.checkpoint(path, step)
+        return path
+
+    def run_eval() -> float:
+        rep.phase("eval")
+        acc, per_pos = evaluate(model, windows, amp=cuda)
+        rep.step(step, avg_bit_acc=acc, ceiling=ceiling, pos_acc=[round(a, 4) for a in per_pos])
+        print(f"step {step}: avg_bit_acc {acc:.4f} (ceiling {ceiling:.4f})", flush=True)
+        return acc
+
+    seen: dict[str, Any] = {}  # last controls.json values, so each change is handled once
+    loss_sum = torch.zeros((), device=device)  # summed on the device: no sync per step
+    n_sum, last_loss, grad_norm = 0, float("nan"), torch.zeros(())
+    t_last, steps_last = time.monotonic(), step
+    rep.phase("train")
+    while step < cfg.steps and not stop.requested:
+        # Live controls: a stat() per step, a read only when the file changed.
+        new = rep.controls()
+        if new is not None:
+            applied, rejected = {}, {}
+            for key, value in new.items():
+                if seen.get(key, object()) == value:
+                    continue
+                seen[key] = value
+                clean, reason = validate_control(key, value, cfg.seq_len)
+                if reason is None and key == "data_weights":
+                    rep.phase("data")
+                    try:
+                        for task in clean:
+                            load_task(task)
+                        sampler.set_weights(clean)
+                    except DataError as exc:
+                        reason = str(exc)
+                    rep.phase("train")
+                if reason is not None:
+                    rejected[key] = reason
+                    print(f"control {key} rejected: {reason}", file=sys.stderr, flush=True)
+                else:
+                    setattr(controls, key, clean)
+                    applied[key] = clean
+            if applied or rejected:
+                rep.applied(applied, **({"rejected": rejected} if rejected else {}))
+
+        # Linear warmup to the controlled lr, then constant: the lr control means what it says.
+        lr = controls.lr * min(1.0, (step + 1) / max(1, cfg.warmup))
+        for group in opt.param_groups:
+            group["lr"] = lr
+
+        x, y = sampler.batch(cfg.batch)
+        with torch.autocast(device.type, torch.bfloat16, enabled=cuda):
+            logits = fwd(x)
+        loss = F.binary_cross_entropy_with_logits(logits.float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        loss_sum += loss.detach()
+        n_sum += 1
+
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            last_loss = (loss_sum / n_sum).item()  # the only host sync in the loop
+            now = time.monotonic()
+            rep.step(
+                step,
+                loss=last_loss,
+                lr=lr,
+                grad_norm=grad_norm.item(),
+                samples_per_s=(step - steps_last) * cfg.batch / max(now - t_last, 1e-9),
+            )
+            loss_sum.zero_()
+            n_sum, t_last, steps_last = 0, now, step
+        every_eval, every_ckpt = controls.eval_every, controls.checkpoint_every
+        if every_eval and step % every_eval == 0 and step < cfg.steps:
+            run_eval()
+            rep.phase("train")
+        if every_ckpt and step % every_ckpt == 0 and step < cfg.steps:
+            checkpoint()
+            rep.phase("train")
+
+    if n_sum:
+        last_loss = (loss_sum / n_sum).item()
+    path = checkpoint()
+    if stop.requested:
+        print(f"interrupted at step {step}: checkpoint {path}", flush=True)
+        rep.end(interrupted=True, steps=step, loss=last_loss, ceiling=ceiling, checkpoint=str(path))
+        return 0
+    acc = run_eval()
+    rep.end(avg_bit_acc=acc, ceiling=ceiling, loss=last_loss, steps=step, checkpoint=str(path))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = parse_args(argv, dict(os.environ))
+    if cfg.preflight:
+        return preflight(cfg)
+    with Reporter() as rep:
+        try:
+            return train(cfg, rep)
+        except DataError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
