@@ -101,6 +101,22 @@ def _check_fts5(engine: Engine) -> None:
             ) from None
 
 
+def _file_version(path: Path) -> int:
+    """``PRAGMA user_version`` read without changing a byte of the file (read-only)."""
+    if not path.exists() or path.stat().st_size == 0:
+        return 0
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot open {path}: {exc}") from None
+    try:
+        return int(conn.execute("PRAGMA user_version").fetchone()[0])
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"cannot open {path}: {exc}") from None
+    finally:
+        conn.close()
+
+
 def open_store(path: str | Path) -> Store:
     """Open (creating if needed) the database at ``path`` and bring its schema up to date.
 
@@ -112,6 +128,12 @@ def open_store(path: str | Path) -> Store:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StoreError(f"cannot create {path.parent}: {exc.strerror}") from None
+    version = _file_version(path)
+    if version > SCHEMA_VERSION:
+        raise SchemaTooNewError(
+            f"{path} was written by a newer Harness (schema {version}, this one knows "
+            f"up to {SCHEMA_VERSION}); upgrade Harness or set HARNESS_HOME to another dir"
+        )
     engine = create_engine(
         f"sqlite:///{path}",
         connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
@@ -120,13 +142,6 @@ def open_store(path: str | Path) -> Store:
     store = Store(path, engine)
     try:
         _check_fts5(engine)
-        with engine.connect() as conn:
-            version = conn.exec_driver_sql("PRAGMA user_version").scalar_one()
-        if version > SCHEMA_VERSION:
-            raise SchemaTooNewError(
-                f"{path} was written by a newer Harness (schema {version}, this one knows "
-                f"up to {SCHEMA_VERSION}); upgrade Harness or set HARNESS_HOME to another dir"
-            )
         with store._write_engine.begin() as conn:
             SQLModel.metadata.create_all(conn)
             if version < SCHEMA_VERSION:

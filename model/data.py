@@ -44,9 +44,9 @@ import torch
 __all__ = [
     "SPLITS",
     "TASKS",
-    "WindowSampler",
     "DataError",
     "Task",
+    "WindowSampler",
     "default_data_dir",
     "ensure_data",
     "file_path",

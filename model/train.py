@@ -28,8 +28,15 @@ import torch
 import torch.nn.functional as F
 
 from harness.report import Reporter
-from model.data import TASKS, DataError, WindowSampler, default_data_dir, ensure_data
-from model.data import load_bits, verify_file
+from model.data import (
+    TASKS,
+    DataError,
+    WindowSampler,
+    default_data_dir,
+    ensure_data,
+    load_bits,
+    verify_file,
+)
 from model.model import BITS, BitGPT, GPTConfig
 
 __all__ = ["TASK_DEFAULTS", "Controls", "TrainConfig", "check_gradient_flow", "main"]
@@ -256,7 +263,7 @@ def check_gradient_flow(
 
 def preflight(cfg: TrainConfig) -> int:
     """One line per check, PASS or FAIL with evidence; 0 when all pass."""
-    results: list[tuple[bool, str, str]] = []
+    results: list[tuple[bool, str]] = []  # (passed, "name: evidence")
 
     torch.manual_seed(cfg.seed)
     model = BitGPT(cfg.model_config())
@@ -265,23 +272,11 @@ def preflight(cfg: TrainConfig) -> int:
     bad = check_gradient_flow(model, (x, y))
     n = len(list(model.parameters()))
     if bad:
-        results.append(
-            (
-                False,
-                "gradient flow",
-                f"{len(bad)}/{n} parameters frozen or without "
-                f"a finite non-zero gradient: {', '.join(bad)}",
-            )
-        )
+        why = f"{len(bad)}/{n} parameters frozen or without a finite non-zero gradient"
+        results.append((False, f"gradient flow: {why}: {', '.join(bad)}"))
     else:
-        results.append(
-            (
-                True,
-                "gradient flow",
-                f"all {n} parameters get a finite non-zero "
-                f"gradient ({model.num_params():,} weights)",
-            )
-        )
+        why = f"all {n} parameters ({model.num_params():,} weights) get a finite non-zero gradient"
+        results.append((True, f"gradient flow: {why}"))
 
     for split in ("train", "val"):
         try:
@@ -291,29 +286,26 @@ def preflight(cfg: TrainConfig) -> int:
             results.append(
                 (
                     True,
-                    f"data {split}",
-                    f"{path}: {len(data)} positions {how} against the {cfg.task} rule",
+                    f"data {split}: {path}: {len(data)} positions {how} "
+                    f"against the {cfg.task} rule",
                 )
             )
         except DataError as exc:
-            results.append(
-                (False, f"data {split}", f"{exc} (delete it: it is rebuilt from the seed)")
-            )
+            results.append((False, f"data {split}: {exc} (delete it: it is rebuilt from the seed)"))
 
     need = TASKS[cfg.task].min_seq_len
+    ok = cfg.seq_len >= need
     results.append(
         (
-            cfg.seq_len >= need,
-            "seq_len",
-            f"{cfg.seq_len} {'>=' if cfg.seq_len >= need else '<'} {need} needed by {
-                cfg.task
-            } (group of {TASKS[cfg.task].group})",
+            ok,
+            f"seq_len: {cfg.seq_len} {'>=' if ok else '<'} {need}, the minimum for "
+            f"{cfg.task} (groups of {TASKS[cfg.task].group} positions)",
         )
     )
 
-    for ok, name, evidence in results:
-        print(f"{'PASS' if ok else 'FAIL'} {name}: {evidence}", flush=True)
-    return 0 if all(ok for ok, _, _ in results) else 1
+    for ok, line in results:
+        print(f"{'PASS' if ok else 'FAIL'} {line}", flush=True)
+    return 0 if all(ok for ok, _ in results) else 1
 
 
 # -- training -----------------------------------------------------------------------------

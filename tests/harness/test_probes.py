@@ -127,12 +127,16 @@ def test_sleeping_child_reads_near_zero(spawn: Spawn) -> None:
 
 def test_grandchild_is_counted(spawn: Spawn) -> None:
     parent = spawn(BUSY_WITH_BUSY_CHILD)
-    tree = process_tree(parent.pid)
-    assert len(tree) == 2
-    probe = CpuProbe(lambda: process_tree(parent.pid))
-    util = measure(probe)
-    assert util > 1.2 / NCORES
-    assert probe.sample().nprocs == 2
+    root, grandchild = process_tree(parent.pid)
+    both = [CpuProbe(lambda: process_tree(parent.pid)), CpuProbe(lambda: [grandchild])]
+    for probe in both:
+        probe.sample()
+    time.sleep(INTERVAL_S)
+    whole, alone = (probe.sample() for probe in both)
+    assert whole.nprocs == 2
+    assert whole.util is not None and alone.util is not None
+    assert alone.util > 0.6 / NCORES
+    assert whole.util > 1.2 / NCORES
 
 
 def test_process_born_between_samples_is_counted(spawn: Spawn) -> None:

@@ -1,0 +1,78 @@
+"""Errors raised by the sidecar.
+
+SidecarError                  base; the message is one line a user can act on
+ ├── InvalidMessageError      a message cannot be queued (empty, wrong types, bad embed)
+ ├── TokenFileError           the API token file cannot be read, created or trusted
+ └── DeliveryError            one attempt to post a message to Discord did not succeed
+      ├── RateLimitedError    429: wait ``retry_after`` seconds before using the route again
+      ├── TransientError      5xx, timeout, connection error: retry later with backoff
+      └── RejectedError       any other 4xx: retrying cannot help, the message is dead
+
+httpx exceptions are translated into these in ``_discord.py``; messages never contain
+the bot token or the webhook URL.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "DeliveryError",
+    "InvalidMessageError",
+    "RateLimitedError",
+    "RejectedError",
+    "SidecarError",
+    "TokenFileError",
+    "TransientError",
+]
+
+
+class SidecarError(Exception):
+    """Anything the sidecar refuses or fails at, with a one-line message."""
+
+
+class InvalidMessageError(SidecarError, ValueError):
+    """The text or embeds given to the outbox are not a message Discord would accept."""
+
+
+class TokenFileError(SidecarError):
+    """The bearer-token file of the HTTP API is unusable."""
+
+
+class DeliveryError(SidecarError):
+    """One delivery attempt failed; ``status`` is the HTTP status when there was one."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class RateLimitedError(DeliveryError):
+    """Discord answered 429; nothing may be sent on the route for ``retry_after`` s."""
+
+    def __init__(self, message: str, *, retry_after: float, is_global: bool = False) -> None:
+        super().__init__(message, status=429)
+        self.retry_after = retry_after
+        self.is_global = is_global
+
+
+class TransientError(DeliveryError):
+    """A 5xx, a timeout or a connection failure: the same request may succeed later."""
+
+
+class RejectedError(DeliveryError):
+    """Discord refused the message (4xx other than 429); ``code`` is Discord's error code."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        code: int | None = None,
+        discord_message: str = "",
+        details: Any = None,
+    ) -> None:
+        super().__init__(message, status=status)
+        self.code = code
+        self.discord_message = discord_message
+        self.details = details

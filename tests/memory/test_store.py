@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from memory import SCHEMA_VERSION, SchemaTooNewError, StoreError, open_store, state_dir
+
+
+def test_state_dir_resolution_order() -> None:
+    assert state_dir({"HARNESS_HOME": "/x/h", "XDG_DATA_HOME": "/y"}) == Path("/x/h")
+    assert state_dir({"XDG_DATA_HOME": "/y", "HOME": "/home/u"}) == Path("/y/harness")
+    assert state_dir({"HOME": "/home/u"}) == Path("/home/u/.local/share/harness")
+
+
+def test_open_creates_file_with_wal_version_and_pragmas(tmp_path: Path) -> None:
+    path = tmp_path / "deep" / "harness.db"
+    with open_store(path) as store, store.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar_one() == "wal"
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar_one() == 1
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar_one() >= 5000
+        assert conn.exec_driver_sql("PRAGMA user_version").scalar_one() == SCHEMA_VERSION
+    assert path.exists()
+
+
+def test_newer_schema_is_refused_and_left_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "harness.db"
+    raw = sqlite3.connect(path)
+    raw.execute("CREATE TABLE future (x)")
+    raw.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 5}")
+    raw.commit()
+    raw.close()
+    before = path.read_bytes()
+    with pytest.raises(SchemaTooNewError, match=r"newer Harness \(schema 6"):
+        open_store(path)
+    assert path.read_bytes() == before
+
+
+def test_a_file_that_is_not_a_database_gives_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "harness.db"
+    path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreError) as info:
+        open_store(path)
+    assert str(path) in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_write_uses_begin_immediate_and_rolls_back_on_error(tmp_path: Path) -> None:
+    with open_store(tmp_path / "h.db") as store:
+        with store.write() as s:
+            s.execute(text("CREATE TABLE t (x INTEGER)"))
+        with pytest.raises(RuntimeError), store.write() as s:
+            s.execute(text("INSERT INTO t VALUES (1)"))
+            raise RuntimeError("boom")
+        with store.read() as s:
+            assert s.execute(text("SELECT count(*) FROM t")).scalar_one() == 0
+        # While one writer holds the lock, a second BEGIN IMMEDIATE must wait, not
+        # start a deferred transaction that could lose an update.
+        other = sqlite3.connect(tmp_path / "h.db", timeout=0.1, isolation_level=None)
+        with store.write() as s:
+            s.execute(text("INSERT INTO t VALUES (2)"))
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                other.execute("BEGIN IMMEDIATE")
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("ROLLBACK")
+        other.close()
