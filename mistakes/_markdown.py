@@ -234,8 +234,14 @@ class _Parser:
                     entry, item = None, None
                     if h2 is not None:
                         section = (h2[1] or "").strip()
-                    elif h3 is not None and section is not None and not _is_checklist(section):
-                        entry = self._start_entry((h3[1] or "").strip(), section, lineno)
+                    elif h3 is not None and section is not None:
+                        heading = (h3[1] or "").strip()
+                        if _is_checklist(section):
+                            self._problem(
+                                lineno, f"entry heading in the checklist section: {heading!r}"
+                            )
+                        else:
+                            entry = self._start_entry(heading, section, lineno)
                     continue
             if section is None:
                 continue

@@ -17,17 +17,28 @@ def test_record_filter_and_resolve(tmp_path: Path) -> None:
     with ml.open_log(tmp_path / "h.db") as store:
         with store.write() as s:
             old = ml.record_incident(
-                session=s, rule="stall", summary="no metrics for 130 s", run_id="a",
-                mistake_id="M-037", severity="abort", ts=time.time() - 7200,
+                session=s,
+                rule="stall",
+                summary="no metrics for 130 s",
+                run_id="a",
+                mistake_id="M-037",
+                severity="abort",
+                ts=time.time() - 7200,
             )
             ml.record_incident(
-                session=s, rule="utilisation", summary="CPU 6 %", run_id="b",
-                mistake_id="M-015", severity="abort", evidence={"util": 0.06},
+                session=s,
+                rule="utilisation",
+                summary="CPU 6 %",
+                run_id="b",
+                mistake_id="M-015",
+                severity="abort",
+                evidence={"util": 0.06},
             )
             ml.record_incident(session=s, rule="gates", summary="gate failed", run_id="b")
         with store.read() as s:
             assert [i.rule for i in ml.list_incidents(session=s, run_id="b")] == [
-                "gates", "utilisation",
+                "gates",
+                "utilisation",
             ]
             assert len(ml.list_incidents(session=s, mistake_id="m-15")) == 1
             assert len(ml.list_incidents(session=s, rule="stall")) == 1
@@ -70,9 +81,7 @@ WRITER = textwrap.dedent(
 def test_four_processes_recording_concurrently_lose_nothing(tmp_path: Path) -> None:
     path = tmp_path / "h.db"
     ml.open_log(path).close()
-    procs = [
-        subprocess.Popen([sys.executable, "-c", WRITER, str(path), f"w{k}"]) for k in range(4)
-    ]
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(path), f"w{k}"]) for k in range(4)]
     assert [p.wait(timeout=100) for p in procs] == [0, 0, 0, 0]
     with ml.open_log(path) as store, store.read() as s:
         rows = ml.list_incidents(session=s, rule="load")

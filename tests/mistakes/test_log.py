@@ -45,9 +45,7 @@ def test_fresh_install_has_the_catalogue_every_rule_links_to(store: Store) -> No
         for ids in ml.RULE_LINKS.values():
             assert set(ids) <= set(have)
         views = ml.checklist(session=s)
-    assert {v.item.title for v in views if "utilisation" in v.enforced_by} == {
-        "Device utilisation"
-    }
+    assert {v.item.title for v in views if "utilisation" in v.enforced_by} == {"Device utilisation"}
 
 
 def test_reopening_does_not_duplicate_or_overwrite(tmp_path: Path) -> None:
@@ -122,7 +120,7 @@ def test_malformed_file_is_rejected_with_line_numbers_and_nothing_written(store:
     with pytest.raises(ml.ImportRejectedError) as info:
         ml.import_markdown(store, BAD, source="bad.md")
     lines = {p.line for p in info.value.problems}
-    assert {5, 15, 19} <= lines
+    assert lines == {5, 13, 17}
     assert "bad.md" in str(info.value)
     assert _records(store) == before
 
@@ -138,7 +136,7 @@ def test_partial_import_writes_only_the_valid_entries(store: Store) -> None:
 
 
 def test_non_utf8_file_is_rejected(store: Store) -> None:
-    data = "# Mistakes\n\n## Category: X\n\n### M-200: ok\n\n**Fix:** caf".encode() + b"\xe9\n"
+    data = b"# Mistakes\n\n## Category: X\n\n### M-200: ok\n\n**Fix:** caf" + b"\xe9\n"
     with pytest.raises(ml.ImportRejectedError) as info:
         ml.import_markdown(store, data)
     assert info.value.problems[0].line == 7
@@ -146,7 +144,7 @@ def test_non_utf8_file_is_rejected(store: Store) -> None:
 
 @pytest.mark.parametrize(
     "query",
-    ['util AND (', '"', '""', "*", "-", "-gpu", "NEAR(", "a OR", "ünïcödé ☃", "'; DROP", "^x", ""],
+    ["util AND (", '"', '""', "*", "-", "-gpu", "NEAR(", "a OR", "ünïcödé ☃", "'; DROP", "^x", ""],
 )
 def test_hostile_queries_never_crash(store: Store, query: str) -> None:
     with store.read() as s:
@@ -160,7 +158,7 @@ def test_search_ranks_the_relevant_entry_first(store: Store) -> None:
         assert hits and hits[0].id in ("M-015", "M-035")
         assert ml.search(session=s, query="nan loss")[0].id == ml.NONFINITE_ID
         assert ml.search(session=s, query="m-32")[0].id == "M-032"
-        assert ml.search(session=s, query="zzzz-nothing") == []
+        assert ml.search(session=s, query="zzzz-qqqq") == []
 
 
 def test_search_finds_incidents_by_evidence_and_summary(store: Store) -> None:
@@ -180,7 +178,9 @@ def test_search_finds_incidents_by_evidence_and_summary(store: Store) -> None:
     assert "6 %" in hits[0].title
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(st.text(max_size=60))
 def test_any_text_is_a_safe_query(store: Store, query: str) -> None:
     with store.read() as s:
@@ -190,7 +190,10 @@ def test_any_text_is_a_safe_query(store: Store, query: str) -> None:
 def test_add_assigns_the_next_id_and_refuses_duplicates(store: Store) -> None:
     with store.write() as s:
         m = ml.add_mistake(
-            session=s, title="Disk filled up", category="Storage", fields={"Fix": "prune", "Cost": "3h"}
+            session=s,
+            title="Disk filled up",
+            category="Storage",
+            fields={"Fix": "prune", "Cost": "3h"},
         )
     assert m.id == "M-046"
     assert m.fix == "prune" and m.extra == [["Cost", "3h"]]

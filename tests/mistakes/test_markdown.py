@@ -260,7 +260,7 @@ def _documents(draw: st.DrawFn) -> tuple[list[Entry], list[ChecklistEntry]]:
     return entries, items
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(_documents())
 def test_render_then_parse_gives_the_same_entries(
     document: tuple[list[Entry], list[ChecklistEntry]],
@@ -290,9 +290,7 @@ def test_invalid_utf8_names_the_line_and_stops() -> None:
 
 
 def test_entry_without_id() -> None:
-    parsed = parse_markdown(
-        doc("## Category: A", "### Something", "**When:** x", "", *GOOD)
-    )
+    parsed = parse_markdown(doc("## Category: A", "### Something", "**When:** x", "", *GOOD))
     assert messages(parsed) == ["line 2: entry without id: 'Something'"]
     assert [e.id for e in parsed.entries] == ["M-001"]
 
@@ -345,6 +343,27 @@ def test_checklist_item_without_ids_or_title() -> None:
     assert parsed.checklist == [ChecklistEntry("Fine", "text.", ["M-001"])]
 
 
+def test_checklist_section_skips_fences_and_reports_entry_headings() -> None:
+    parsed = parse_markdown(
+        doc(
+            "## Prevention Checklist",
+            "- [ ] **Real:** text. (M-001)",
+            "```",
+            "- [ ] **Example:** not an item. (M-999)",
+            "```",
+            "### M-002: Misplaced entry",
+            "**When:** here",
+            "## Category: A",
+            *GOOD,
+        )
+    )
+    assert messages(parsed) == [
+        "line 6: entry heading in the checklist section: 'M-002: Misplaced entry'"
+    ]
+    assert parsed.checklist == [ChecklistEntry("Real", "text.", ["M-001"])]
+    assert [e.id for e in parsed.entries] == ["M-001"]
+
+
 def test_entry_without_fields() -> None:
     parsed = parse_markdown(doc("## Category: A", "### M-002: Empty", "", *GOOD))
     assert messages(parsed) == ["line 2: entry M-002 has no fields"]
@@ -381,9 +400,7 @@ def test_unclosed_fence_outside_entries() -> None:
 
 def test_field_after_horizontal_rule_is_reported() -> None:
     parsed = parse_markdown(doc("## Category: A", *GOOD, "---", "", "**Fix:** lost"))
-    assert messages(parsed) == [
-        "line 7: field 'Fix' after the '---' at line 5 belongs to no entry"
-    ]
+    assert messages(parsed) == ["line 7: field 'Fix' after the '---' at line 5 belongs to no entry"]
     assert parsed.entries[0].fields == [("When", "always")]
 
 
@@ -463,8 +480,11 @@ def test_hostile_but_valid_text() -> None:
         section="Category: Ω & <html> 'x'",
         fields=[
             ("Symptom", "loss = **NaN** at step 80; *emphasis*, _under_, \\backslash"),
-            ("Root Cause 2", "**Bold:** not at the start? no:\n  **Indented:** is text\n"
-             "  ```\n  indented fence\n  ```"),
+            (
+                "Root Cause 2",
+                "**Bold:** not at the start? no:\n  **Indented:** is text\n"
+                "  ```\n  indented fence\n  ```",
+            ),
             ("Fix", "# a hash line\n> quote\n| a | b |\n\n\n1) one\n   - two"),
             ("Prevention", "tab\tinside and trailing text"),
         ],

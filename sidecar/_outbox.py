@@ -1,0 +1,278 @@
+"""The durable outbox: every outbound Discord message is a row before anyone is told "sent".
+
+States: ``pending -> sending -> sent | dead`` (``sending -> pending`` again on a retry
+or when :func:`reset_stuck` runs at start-up). Delivery is FIFO by ``id`` with
+head-of-line blocking: :func:`claim_next` only ever looks at the oldest message that is
+still ``pending`` or ``sending``; if that one is not due yet (or is in flight), nothing
+is claimed, so a later message can never overtake an earlier one. A ``dead`` message
+does not block.
+
+``nonce`` is derived from the row id and a random salt stored once per database, so a
+resend of the same row carries the same nonce (Discord's ``enforce_nonce`` turns that
+into exactly-once for channel messages) while a fresh database never reuses the nonce
+of an old one. All functions take a session as a keyword and do not commit: use them
+inside ``store.write()`` / ``store.read()``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import JSON, Column, func
+from sqlmodel import Field, Session, SQLModel, col, select
+
+from ._errors import InvalidMessageError
+from ._split import build_payloads
+
+__all__ = [
+    "KINDS",
+    "STATES",
+    "OutboxMessage",
+    "claim_next",
+    "count_by_state",
+    "enqueue",
+    "list_messages",
+    "mark_dead",
+    "mark_retry",
+    "mark_sent",
+    "next_due",
+    "prepare",
+    "reset_stuck",
+    "store_prepared",
+]
+
+KINDS = ("text", "embed", "alert", "heartbeat")
+STATES = ("pending", "sending", "sent", "dead")
+_ACTIVE = ("pending", "sending")
+_SALT_KEY = "outbox_nonce_salt"
+NONCE_LENGTH = 24  # Discord accepts at most 25 characters
+
+
+class OutboxMessage(SQLModel, table=True):
+    """One Discord message waiting for, in, or done with delivery."""
+
+    __tablename__ = "outbox_message"
+
+    id: int | None = Field(default=None, primary_key=True)
+    created_at: float = Field(default_factory=time.time)
+    kind: str = "text"
+    payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    state: str = Field(default="pending", index=True)
+    attempts: int = 0
+    next_attempt_at: float = 0.0
+    last_error: str | None = None
+    sent_at: float | None = None
+    nonce: str | None = None
+    discord_message_id: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "created_at": self.created_at,
+            "kind": self.kind,
+            "payload": self.payload,
+            "state": self.state,
+            "attempts": self.attempts,
+            "next_attempt_at": self.next_attempt_at,
+            "last_error": self.last_error,
+            "sent_at": self.sent_at,
+            "nonce": self.nonce,
+            "discord_message_id": self.discord_message_id,
+        }
+
+
+class SidecarMeta(SQLModel, table=True):
+    """Small key/value facts about this database that the sidecar needs (the nonce salt)."""
+
+    __tablename__ = "sidecar_meta"
+
+    key: str = Field(primary_key=True)
+    value: str
+
+
+def _salt(session: Session) -> str:
+    row = session.get(SidecarMeta, _SALT_KEY)
+    if row is None:
+        row = SidecarMeta(key=_SALT_KEY, value=secrets.token_hex(16))
+        session.add(row)
+        session.flush()
+    return row.value
+
+
+def _nonce(salt: str, message_id: int) -> str:
+    digest = hashlib.blake2s(f"{salt}:{message_id}".encode(), digest_size=16).hexdigest()
+    return digest[:NONCE_LENGTH]
+
+
+def prepare(
+    *, text: Any = None, embeds: Any = None, kind: str | None = None
+) -> tuple[str, list[dict[str, Any]]]:
+    """Validate and split a message without touching the database: ``(kind, payloads)``."""
+    if kind is None:
+        kind = "embed" if text is None and embeds is not None else "text"
+    if kind not in KINDS:
+        raise InvalidMessageError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    return kind, build_payloads(text, embeds)
+
+
+def store_prepared(
+    *,
+    session: Session,
+    messages: Iterable[tuple[str, list[dict[str, Any]]]],
+    now: float | None = None,
+) -> list[list[OutboxMessage]]:
+    """Insert already prepared messages (see :func:`prepare`); one list of rows per message."""
+    now = time.time() if now is None else now
+    salt = _salt(session)
+    out: list[list[OutboxMessage]] = []
+    all_rows: list[OutboxMessage] = []
+    for kind, payloads in messages:
+        rows = [
+            OutboxMessage(created_at=now, kind=kind, payload=p, next_attempt_at=now)
+            for p in payloads
+        ]
+        session.add_all(rows)
+        out.append(rows)
+        all_rows += rows
+    session.flush()  # assigns ids, in insertion order
+    for row in all_rows:
+        assert row.id is not None
+        row.nonce = _nonce(salt, row.id)
+    session.flush()
+    return out
+
+
+def enqueue(
+    *,
+    session: Session,
+    text: str | None = None,
+    embeds: list[dict[str, Any]] | None = None,
+    kind: str | None = None,
+    now: float | None = None,
+) -> list[OutboxMessage]:
+    """Queue one message; long text becomes several rows, in order.
+
+    ``kind`` defaults to ``"embed"`` for embeds only, else ``"text"``. Raises
+    :class:`InvalidMessageError` (nothing stored) when the input is not sendable.
+    """
+    prepared = prepare(text=text, embeds=embeds, kind=kind)
+    return store_prepared(session=session, messages=[prepared], now=now)[0]
+
+
+def _head(session: Session) -> OutboxMessage | None:
+    q = (
+        select(OutboxMessage)
+        .where(col(OutboxMessage.state).in_(_ACTIVE))
+        .order_by(col(OutboxMessage.id))
+        .limit(1)
+    )
+    return session.exec(q).first()
+
+
+def claim_next(*, session: Session, now: float | None = None) -> OutboxMessage | None:
+    """Mark the oldest undelivered message ``sending`` and return it, if it is due.
+
+    Returns None when the outbox is empty, when the oldest message is not due before
+    ``now``, or when it is already ``sending`` (in flight): order is never broken.
+    """
+    now = time.time() if now is None else now
+    head = _head(session)
+    if head is None or head.state != "pending" or head.next_attempt_at > now:
+        return None
+    head.state = "sending"
+    session.add(head)
+    session.flush()
+    return head
+
+
+def next_due(*, session: Session) -> float | None:
+    """When the head of the queue may be sent (None: nothing pending)."""
+    head = _head(session)
+    return None if head is None or head.state != "pending" else head.next_attempt_at
+
+
+def _get(session: Session, message_id: int) -> OutboxMessage:
+    row = session.get(OutboxMessage, message_id)
+    if row is None:
+        raise KeyError(f"no outbox message {message_id}")
+    return row
+
+
+def mark_sent(
+    *,
+    session: Session,
+    message_id: int,
+    discord_message_id: str | None,
+    now: float | None = None,
+) -> OutboxMessage:
+    row = _get(session, message_id)
+    row.state = "sent"
+    row.attempts += 1
+    row.sent_at = time.time() if now is None else now
+    row.discord_message_id = discord_message_id
+    row.last_error = None
+    session.add(row)
+    return row
+
+
+def mark_retry(
+    *,
+    session: Session,
+    message_id: int,
+    delay: float,
+    error: str,
+    now: float | None = None,
+) -> OutboxMessage:
+    """Back to ``pending``, not before ``now + delay``; it stays at the head of the queue."""
+    row = _get(session, message_id)
+    row.state = "pending"
+    row.attempts += 1
+    row.next_attempt_at = (time.time() if now is None else now) + max(delay, 0.0)
+    row.last_error = error
+    session.add(row)
+    return row
+
+
+def mark_dead(*, session: Session, message_id: int, error: str) -> OutboxMessage:
+    """Give up on a message (Discord refused it); later messages go on."""
+    row = _get(session, message_id)
+    row.state = "dead"
+    row.attempts += 1
+    row.last_error = error
+    session.add(row)
+    return row
+
+
+def reset_stuck(*, session: Session) -> int:
+    """At start-up: messages left ``sending`` by a crash go back to ``pending``; returns how many."""
+    rows = session.exec(select(OutboxMessage).where(OutboxMessage.state == "sending")).all()
+    for row in rows:
+        row.state = "pending"
+        session.add(row)
+    return len(rows)
+
+
+def list_messages(
+    *, session: Session, state: str | None = None, limit: int = 50
+) -> list[OutboxMessage]:
+    """Newest first, optionally only one state."""
+    if state is not None and state not in STATES:
+        raise InvalidMessageError(f"state must be one of {', '.join(STATES)}, got {state!r}")
+    q = select(OutboxMessage)
+    if state is not None:
+        q = q.where(OutboxMessage.state == state)
+    q = q.order_by(col(OutboxMessage.id).desc()).limit(limit)
+    return list(session.exec(q).all())
+
+
+def count_by_state(*, session: Session) -> dict[str, int]:
+    """``{"pending": n, "sending": n, "sent": n, "dead": n}`` (every state present)."""
+    q = select(OutboxMessage.state, func.count()).group_by(col(OutboxMessage.state))
+    counts = {state: 0 for state in STATES}
+    for state, n in session.exec(q).all():
+        counts[state] = n
+    return counts

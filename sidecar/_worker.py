@@ -1,0 +1,275 @@
+"""The delivery worker: one task that posts the outbox to Discord, one message at a time.
+
+Order: the worker claims only the head of the queue (see ``_outbox``), so messages
+reach Discord in the order they were queued; a message waiting for a retry blocks the
+ones behind it (intended: order matters more than throughput), a dead one does not.
+
+Outcomes: 2xx -> ``sent`` with Discord's message id; 429 -> back to ``pending`` for
+``retry_after`` seconds and nothing is sent on that route before then (the same holds
+proactively when a response says ``X-RateLimit-Remaining: 0``, for
+``X-RateLimit-Reset-After`` seconds); 5xx, timeouts, connection errors -> retried after
+a capped exponential backoff with jitter; other 4xx -> ``dead`` plus an incident (rule
+``delivery``, severity ``error``) in the same transaction.
+
+Duplicates. Channel messages (bot token) are exactly-once: each row carries a
+deterministic ``nonce`` sent with ``enforce_nonce: true``, and Discord answers a repeated
+nonce (within a few minutes) with the message it already created instead of a new one,
+so a resend after a crash, a timeout or a lost response is harmless. Webhooks take no
+nonce: if the process dies (or the response is lost) after Discord created the message
+but before the row was marked ``sent``, that message is posted again on restart. Since
+delivery is sequential, at most the one message that was in flight can be duplicated.
+
+With no Discord configured the worker does not run; messages stay in the outbox and
+can be listed (``list_messages``, ``GET /messages``, ``harness messages``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import httpx
+from sqlmodel import Session
+
+from memory import Store
+from mistakes import record_incident
+
+from ._discord import DiscordClient, DiscordConfig, Sent
+from ._errors import DeliveryError, RateLimitedError, RejectedError
+from ._outbox import (
+    OutboxMessage,
+    claim_next,
+    count_by_state,
+    mark_dead,
+    mark_retry,
+    mark_sent,
+    next_due,
+    reset_stuck,
+)
+
+__all__ = ["DeliveryWorker"]
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class DeliveryWorker:
+    """Deliver the outbox of ``store`` to the Discord target in ``config``.
+
+    ``clock`` (wall-clock seconds, stored as ``next_attempt_at``), ``sleep`` and ``rng``
+    are injectable; ``transport`` replaces httpx's network transport in tests.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        config: DiscordConfig,
+        *,
+        clock: Clock = time.time,
+        sleep: Sleep = asyncio.sleep,
+        rng: Callable[[], float] = random.random,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.store = store
+        self.config = config
+        self._clock = clock
+        self._sleep = sleep
+        self._rng = rng
+        self._transport = transport
+        self._wake = asyncio.Event()
+        self._blocked_until: dict[str, float] = {}
+        self._client: DiscordClient | None = None
+        self._busy = False
+
+    def __repr__(self) -> str:
+        return f"DeliveryWorker({self.store!r}, mode={self.config.mode!r})"
+
+    @property
+    def enabled(self) -> bool:
+        return self.config.enabled
+
+    def wake(self) -> None:
+        """Tell the worker a message was queued (call from the event loop's thread)."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Deliver until cancelled. Returns at once when Discord is not configured."""
+        if not self.enabled:
+            log.info("no Discord target configured: messages stay in the outbox")
+            return
+        async with self._session():
+            needs_reset = True
+            while True:
+                try:
+                    if needs_reset:
+                        reset = await asyncio.to_thread(self._reset_stuck)
+                        needs_reset = False
+                        if reset:
+                            log.info("outbox: resending %d message(s) left in flight", reset)
+                    if not await self._step():
+                        await self._idle()
+                except Exception:  # the worker must outlive a bad moment (a locked DB, ...)
+                    log.exception("outbox delivery failed unexpectedly; retrying")
+                    needs_reset = True
+                    await self._sleep(self.config.poll_s)
+
+    async def drain(self, timeout: float) -> bool:
+        """Deliver until nothing is pending or in flight; False if ``timeout`` passed first.
+
+        For tests and for a clean shutdown; must not run alongside :meth:`run`.
+        """
+        if not self.enabled:
+            return False
+        try:
+            async with asyncio.timeout(timeout), self._session():
+                await asyncio.to_thread(self._reset_stuck)
+                while await asyncio.to_thread(self._has_work):
+                    if not await self._step():
+                        await self._idle()
+        except TimeoutError:
+            return False
+        return True
+
+    # -- internals ---------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _session(self) -> AsyncIterator[None]:
+        if self._busy:
+            raise RuntimeError("this DeliveryWorker is already running")
+        self._busy = True
+        self._client = DiscordClient(self.config, transport=self._transport)
+        try:
+            yield
+        finally:
+            client, self._client = self._client, None
+            self._busy = False
+            await client.aclose()
+
+    def _reset_stuck(self) -> int:
+        with self.store.write() as session:
+            return reset_stuck(session=session)
+
+    def _has_work(self) -> bool:
+        with self.store.read() as session:
+            counts = count_by_state(session=session)
+        return counts["pending"] + counts["sending"] > 0
+
+    def _claim(self, now: float) -> OutboxMessage | None:
+        with self.store.write() as session:
+            return claim_next(session=session, now=now)
+
+    def _next_due(self) -> float | None:
+        with self.store.read() as session:
+            return next_due(session=session)
+
+    async def _idle(self) -> None:
+        """Wait for a wake-up, for the head of the queue to fall due, or ``poll_s``."""
+        timeout = self.config.poll_s
+        due = await asyncio.to_thread(self._next_due)
+        if due is not None:
+            timeout = min(timeout, max(due - self._clock(), 0.0))
+        if self._wake.is_set() or timeout <= 0:
+            return
+        waiter = asyncio.ensure_future(self._wake.wait())
+        sleeper = asyncio.ensure_future(self._sleep(timeout))
+        try:
+            await asyncio.wait({waiter, sleeper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (waiter, sleeper):
+                task.cancel()
+            await asyncio.gather(waiter, sleeper, return_exceptions=True)
+
+    async def _step(self) -> bool:
+        """Try to deliver the head of the queue; False when there was nothing to do now."""
+        client = self._client
+        assert client is not None
+        now = self._clock()
+        blocked = max(
+            self._blocked_until.get(client.route, 0.0), self._blocked_until.get("global", 0.0)
+        )
+        if blocked > now:
+            await self._sleep(blocked - now)
+            return True
+        self._wake.clear()
+        message = await asyncio.to_thread(self._claim, now)
+        if message is None:
+            return False
+        assert message.id is not None
+        try:
+            sent = await client.send(message.payload, nonce=message.nonce)
+        except RateLimitedError as exc:
+            scope = "global" if exc.is_global else client.route
+            self._blocked_until[scope] = self._clock() + exc.retry_after
+            await asyncio.to_thread(self._retry, message, exc.retry_after, str(exc))
+        except RejectedError as exc:
+            await asyncio.to_thread(self._dead, message, exc)
+        except DeliveryError as exc:
+            delay = self._backoff(message.attempts)
+            log.warning(
+                "outbox message %d: %s; retry %d in %.2f s",
+                message.id,
+                exc,
+                message.attempts + 1,
+                delay,
+            )
+            await asyncio.to_thread(self._retry, message, delay, str(exc))
+        else:
+            await asyncio.to_thread(self._sent, message, sent)
+        return True
+
+    def _backoff(self, attempts: int) -> float:
+        """Capped exponential, with "equal jitter": half fixed, half random."""
+        delay = min(
+            self.config.backoff_cap_s, self.config.backoff_base_s * 2.0 ** min(attempts, 30)
+        )
+        return delay / 2 + self._rng() * delay / 2
+
+    def _sent(self, message: OutboxMessage, sent: Sent) -> None:
+        assert message.id is not None
+        now = self._clock()
+        if sent.reset_after is not None:
+            route = self._client.route if self._client is not None else "?"
+            self._blocked_until[route] = now + sent.reset_after
+        with self.store.write() as session:
+            mark_sent(
+                session=session, message_id=message.id, discord_message_id=sent.message_id, now=now
+            )
+
+    def _retry(self, message: OutboxMessage, delay: float, error: str) -> None:
+        assert message.id is not None
+        with self.store.write() as session:
+            mark_retry(
+                session=session, message_id=message.id, delay=delay, error=error, now=self._clock()
+            )
+
+    def _dead(self, message: OutboxMessage, exc: RejectedError) -> None:
+        assert message.id is not None
+        log.error("outbox message %d dead-lettered: %s", message.id, exc)
+        with self.store.write() as session:
+            mark_dead(session=session, message_id=message.id, error=str(exc))
+            _record(session, message, exc)
+
+
+def _record(session: Session, message: OutboxMessage, exc: RejectedError) -> None:
+    detail = exc.discord_message or "no message"
+    record_incident(
+        session=session,
+        rule="delivery",
+        severity="error",
+        summary=f"Discord refused outbox message {message.id}: {exc.status} {detail}",
+        evidence={
+            "status": exc.status,
+            "code": exc.code,
+            "discord_message": exc.discord_message,
+            "outbox_id": message.id,
+            "kind": message.kind,
+            "attempts": message.attempts + 1,
+        },
+        action="dead-lettered; later messages continue",
+    )
