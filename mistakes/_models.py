@@ -156,7 +156,7 @@ def _incident_ddl() -> list[DDL]:
     ins = (
         "INSERT INTO incident_fts(rowid, summary, rule, mid, run, action, evidence) VALUES "
         "(new.id, new.summary, new.rule, coalesce(new.mistake_id,''), coalesce(new.run_id,''), "
-        "new.action, new.evidence);"
+        "new.action, (SELECT coalesce(group_concat(value, ' '), '') FROM json_each(new.evidence)));"
     )
     return [
         DDL(

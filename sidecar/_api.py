@@ -23,6 +23,7 @@ import ipaddress
 import json
 import logging
 import os
+import re
 import secrets
 import stat
 from collections.abc import Awaitable, Callable
@@ -55,6 +56,7 @@ STORE_KEY = web.AppKey("harness.store", Store)
 _COMMITTER_KEY: web.AppKey[_GroupCommit] = web.AppKey("harness.sidecar.committer")
 _SEND_KEYS = frozenset({"text", "embeds", "kind"})
 _MAX_LIST = 1000
+_TOKEN_RE = re.compile(r"[A-Za-z0-9_\-]{16,}")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -251,8 +253,12 @@ def token_file(state_dir: Path) -> Path:
     return Path(state_dir) / TOKEN_FILE
 
 
-def _create_token(path: Path) -> str:
-    """Write a fresh token atomically with mode 0600 (temp file, then link/replace)."""
+def _create_token(path: Path, *, replace: bool = False) -> str:
+    """Write a fresh token with mode 0600, atomically (a temp file, then link or replace).
+
+    Without ``replace``, a file that another process created meanwhile wins, so two
+    processes starting together agree on one token.
+    """
     token = secrets.token_urlsafe(32)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -261,7 +267,13 @@ def _create_token(path: Path) -> str:
             f.write(token + "\n")
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                return path.read_text(encoding="ascii").strip()
     finally:
         tmp.unlink(missing_ok=True)
     return token
@@ -291,14 +303,11 @@ def load_or_create_token(state_dir: Path) -> str:
                 path,
                 stat.S_IMODE(st.st_mode),
             )
-            return _create_token(path)
-        token = path.read_text(encoding="ascii").strip()
-        if len(token) < 16:
+            return _create_token(path, replace=True)
+        token = path.read_bytes().decode("ascii", "replace").strip()
+        if not _TOKEN_RE.fullmatch(token):
             log.warning("%s held no usable token; wrote a new one", path)
-            return _create_token(path)
+            return _create_token(path, replace=True)
         return token
-    except UnicodeDecodeError:
-        log.warning("%s held no usable token; wrote a new one", path)
-        return _create_token(path)
     except OSError as exc:
         raise TokenFileError(f"cannot use {path}: {exc.strerror or exc}") from None

@@ -248,7 +248,7 @@ def mark_dead(*, session: Session, message_id: int, error: str) -> OutboxMessage
 
 
 def reset_stuck(*, session: Session) -> int:
-    """At start-up: messages left ``sending`` by a crash go back to ``pending``; returns how many."""
+    """At start-up: rows left ``sending`` by a crash go back to ``pending``; returns how many."""
     rows = session.exec(select(OutboxMessage).where(OutboxMessage.state == "sending")).all()
     for row in rows:
         row.state = "pending"

@@ -1,0 +1,1 @@
+"""Fakes of external services, specified against the real ones."""
