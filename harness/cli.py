@@ -96,6 +96,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("number", type=int, metavar="N")
     p.add_argument("--note", required=True, help="what was done about it")
 
+    # runs ----------------------------------------------------------------------------
+    runs = "harness._cli.runs"
+    p = _cmd(sub, "run", f"{runs}:cmd_run", "launch a run and watch it in the foreground")
+    p.add_argument("spec", metavar="SPEC|PRESET", help="a .toml spec file or a preset name")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a spec key, e.g. watch.min_util=0.5 or args.steps=200",
+    )
+    p = _cmd(sub, "status", f"{runs}:cmd_status", "active runs, or one run in detail")
+    p.add_argument("run", nargs="?", metavar="RUN", help="run id, unique prefix, or 'last'")
+    _json(p)
+    p = _cmd(sub, "runs", f"{runs}:cmd_runs", "recent runs with their verdicts")
+    p.add_argument("--limit", type=int, default=20)
+    _json(p)
+    p = _cmd(sub, "abort", f"{runs}:cmd_abort", "abort a run (SIGINT, SIGTERM, SIGKILL)")
+    p.add_argument("run", metavar="RUN")
+    p.add_argument("--reason", metavar="TEXT")
+    p.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the end")
+    p = _cmd(sub, "logs", f"{runs}:cmd_logs", "a run's stdout (or --stderr)")
+    p.add_argument("run", metavar="RUN")
+    p.add_argument("-f", "--follow", action="store_true", help="follow until the run ends")
+    p.add_argument("--stderr", action="store_true")
+    p = _cmd(sub, "check", f"{runs}:cmd_check", "run the pre-launch checklist, launch nothing")
+    p.add_argument("spec", nargs="?", metavar="SPEC|PRESET")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    _json(p)
+    _cmd(sub, "adopt", f"{runs}:cmd_adopt", "re-adopt runs whose supervisor died and watch them")
+    p = _cmd(sub, "presets", f"{runs}:cmd_presets", "list the presets")
+    _json(p)
+
     p = _cmd(sub, "checklist", f"{mod}:cmd_checklist", "the prevention checklist")
     _json(p)
     _cmd(sub, "demo", "harness._cli.demo:cmd_demo", "a guided tour of the mistake log")

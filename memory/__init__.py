@@ -6,15 +6,37 @@ context managers yield SQLModel sessions; :func:`state_dir` resolves the state f
 
 from ._errors import FTS5UnavailableError, SchemaTooNewError, StoreError
 from ._paths import DB_NAME, state_dir
+from ._runs import (
+    ACTIVE,
+    TERMINAL,
+    Run,
+    RunNotFoundError,
+    RunProcess,
+    active_runs,
+    find_run,
+    list_runs,
+    processes_of_finished_runs,
+    register_process,
+)
 from ._store import SCHEMA_VERSION, Store, open_store
 
 __all__ = [
+    "ACTIVE",
     "DB_NAME",
     "SCHEMA_VERSION",
+    "TERMINAL",
     "FTS5UnavailableError",
+    "Run",
+    "RunNotFoundError",
+    "RunProcess",
     "SchemaTooNewError",
     "Store",
     "StoreError",
+    "active_runs",
+    "find_run",
+    "list_runs",
     "open_store",
+    "processes_of_finished_runs",
+    "register_process",
     "state_dir",
 ]

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["BITS", "BitGPT", "GPTConfig"]
+__all__ = ["BITS", "BitGPT", "GPTConfig", "check_gradient_flow"]
 
 BITS = 128  # bits per position (16 bytes)
 
@@ -117,3 +117,24 @@ class BitGPT(nn.Module):
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+def check_gradient_flow(
+    model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor]
+) -> list[str]:
+    """Names of parameters that are frozen or get no finite non-zero gradient from the loss.
+
+    One forward/backward of the real loss on a dummy batch. A frozen parameter, one cut
+    out of the graph (None gradient), one whose gradient is all zero or not finite: each
+    would let the run "train" while part of the model never learns.
+    """
+    x, y = batch
+    model.zero_grad(set_to_none=True)
+    F.binary_cross_entropy_with_logits(model(x).float(), y).backward()
+    bad = []
+    for name, p in model.named_parameters():
+        g = p.grad
+        if not p.requires_grad or g is None or not torch.isfinite(g).all() or not g.any():
+            bad.append(name)
+    model.zero_grad(set_to_none=True)
+    return bad

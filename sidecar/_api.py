@@ -134,12 +134,11 @@ class _GroupCommit:
         self._queue.append((message, future))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
-        return await asyncio.shield(future)
+        return await future  # a cancelled request leaves its rows queued: they still go out
 
     def _write(self, messages: list[tuple[str, list[dict[str, Any]]]]) -> list[list[int]]:
         with self._store.write() as session:
-            rows = store_prepared(session=session, messages=messages)
-            return [[r.id for r in group if r.id is not None] for group in rows]
+            return store_prepared(session=session, messages=messages)
 
     async def _flush(self) -> None:
         while self._queue:

@@ -17,9 +17,10 @@ inside ``store.write()`` / ``store.read()``.
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import JSON, Column, func
@@ -35,6 +36,7 @@ __all__ = [
     "claim_next",
     "count_by_state",
     "enqueue",
+    "has_undelivered",
     "list_messages",
     "mark_dead",
     "mark_retry",
@@ -56,6 +58,7 @@ class OutboxMessage(SQLModel, table=True):
     """One Discord message waiting for, in, or done with delivery."""
 
     __tablename__ = "outbox_message"
+    __table_args__ = {"sqlite_autoincrement": True}  # ids, hence nonces, are never reused
 
     id: int | None = Field(default=None, primary_key=True)
     created_at: float = Field(default_factory=time.time)
@@ -95,12 +98,16 @@ class SidecarMeta(SQLModel, table=True):
 
 
 def _salt(session: Session) -> str:
-    row = session.get(SidecarMeta, _SALT_KEY)
-    if row is None:
-        row = SidecarMeta(key=_SALT_KEY, value=secrets.token_hex(16))
-        session.add(row)
-        session.flush()
-    return row.value
+    conn = session.connection()
+    value = conn.exec_driver_sql(
+        "SELECT value FROM sidecar_meta WHERE key = ?", (_SALT_KEY,)
+    ).scalar()
+    if value is None:
+        value = secrets.token_hex(16)
+        conn.exec_driver_sql(
+            "INSERT INTO sidecar_meta (key, value) VALUES (?, ?)", (_SALT_KEY, value)
+        )
+    return str(value)
 
 
 def _nonce(salt: str, message_id: int) -> str:
@@ -119,30 +126,46 @@ def prepare(
     return kind, build_payloads(text, embeds)
 
 
+# Ids are assigned here rather than by SQLite so that each row is written once, nonce
+# included. This is safe because the caller holds the write lock (``store.write()`` is
+# BEGIN IMMEDIATE); should another writer ever slip in, the primary key refuses the
+# duplicate id and the transaction fails instead of mixing rows up. With AUTOINCREMENT,
+# sqlite_sequence remembers the highest id ever used, so ids are never reused.
+_NEXT_ID = (
+    "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'outbox_message'), 0), "
+    "coalesce((SELECT max(id) FROM outbox_message), 0)) + 1"
+)
+_INSERT = (
+    "INSERT INTO outbox_message (id, created_at, kind, payload, state, attempts, "
+    "next_attempt_at, nonce) VALUES (?, ?, ?, ?, 'pending', 0, ?, ?)"
+)
+
+
 def store_prepared(
     *,
     session: Session,
-    messages: Iterable[tuple[str, list[dict[str, Any]]]],
+    messages: Sequence[tuple[str, list[dict[str, Any]]]],
     now: float | None = None,
-) -> list[list[OutboxMessage]]:
-    """Insert already prepared messages (see :func:`prepare`); one list of rows per message."""
+) -> list[list[int]]:
+    """Insert already prepared messages (see :func:`prepare`); the new ids, per message.
+
+    One ``executemany`` for the whole batch (the HTTP API commits many concurrent
+    requests at once this way). Must run inside ``store.write()``.
+    """
     now = time.time() if now is None else now
+    out: list[list[int]] = [[] for _ in messages]
+    if not any(payloads for _, payloads in messages):
+        return out
+    conn = session.connection()
     salt = _salt(session)
-    out: list[list[OutboxMessage]] = []
-    all_rows: list[OutboxMessage] = []
-    for kind, payloads in messages:
-        rows = [
-            OutboxMessage(created_at=now, kind=kind, payload=p, next_attempt_at=now)
-            for p in payloads
-        ]
-        session.add_all(rows)
-        out.append(rows)
-        all_rows += rows
-    session.flush()  # assigns ids, in insertion order
-    for row in all_rows:
-        assert row.id is not None
-        row.nonce = _nonce(salt, row.id)
-    session.flush()
+    next_id = int(conn.exec_driver_sql(_NEXT_ID).scalar_one())
+    rows = []
+    for index, (kind, payloads) in enumerate(messages):
+        for payload in payloads:
+            rows.append((next_id, now, kind, json.dumps(payload), now, _nonce(salt, next_id)))
+            out[index].append(next_id)
+            next_id += 1
+    conn.exec_driver_sql(_INSERT, rows)
     return out
 
 
@@ -160,7 +183,9 @@ def enqueue(
     :class:`InvalidMessageError` (nothing stored) when the input is not sendable.
     """
     prepared = prepare(text=text, embeds=embeds, kind=kind)
-    return store_prepared(session=session, messages=[prepared], now=now)[0]
+    [ids] = store_prepared(session=session, messages=[prepared], now=now)
+    q = select(OutboxMessage).where(col(OutboxMessage.id).in_(ids)).order_by(col(OutboxMessage.id))
+    return list(session.exec(q).all())
 
 
 def _head(session: Session) -> OutboxMessage | None:
@@ -187,6 +212,11 @@ def claim_next(*, session: Session, now: float | None = None) -> OutboxMessage |
     session.add(head)
     session.flush()
     return head
+
+
+def has_undelivered(*, session: Session) -> bool:
+    """Whether any message is still ``pending`` or ``sending``."""
+    return _head(session) is not None
 
 
 def next_due(*, session: Session) -> float | None:

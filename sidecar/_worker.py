@@ -43,7 +43,7 @@ from ._errors import DeliveryError, RateLimitedError, RejectedError
 from ._outbox import (
     OutboxMessage,
     claim_next,
-    count_by_state,
+    has_undelivered,
     mark_dead,
     mark_retry,
     mark_sent,
@@ -157,8 +157,7 @@ class DeliveryWorker:
 
     def _has_work(self) -> bool:
         with self.store.read() as session:
-            counts = count_by_state(session=session)
-        return counts["pending"] + counts["sending"] > 0
+            return has_undelivered(session=session)
 
     def _claim(self, now: float) -> OutboxMessage | None:
         with self.store.write() as session:

@@ -60,6 +60,8 @@ def parse_since(text: str, *, now: float | None = None) -> float:
 
 def run_handler(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
     """Run one command; map our errors to one line on stderr and an exit code."""
+    from harness._procs import ProcError
+    from harness._spec import SpecError
     from memory import StoreError
     from mistakes import ImportRejectedError, MistakesError, NotFoundError
 
@@ -73,7 +75,7 @@ def run_handler(handler: Callable[[argparse.Namespace], int], args: argparse.Nam
     except NotFoundError as exc:
         print(f"harness: error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
-    except (UsageError, MistakesError, ConfigError) as exc:
+    except (UsageError, MistakesError, ConfigError, SpecError, ProcError) as exc:
         print(f"harness: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except StoreError as exc:

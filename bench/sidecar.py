@@ -1,0 +1,141 @@
+"""POST /send throughput and latency against the real sidecar app, with a real SQLite file.
+
+The app runs in a child process (as under ``harness serve``) with no Discord configured,
+so the delivery worker is off and every 202 means "stored". 32 concurrent clients post
+for 10 s; afterwards the bench checks that the outbox holds exactly one row per 202.
+
+    .venv/bin/python bench/sidecar.py [--seconds 10] [--clients 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# Run as a script, this file's folder is sys.path[0] and its name would shadow the package.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import aiohttp  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+TOKEN = "bench-token-0123456789abcdef"
+
+
+async def _serve(db: Path, port: int) -> None:
+    from mistakes import open_log
+    from sidecar import create_app, serve
+
+    store = open_log(db)
+    runner = await serve(create_app(store=store, token=TOKEN), port=port)
+    print(f"ready {runner.addresses[0][1]}", flush=True)
+    await asyncio.Event().wait()
+
+
+async def _client(
+    http: aiohttp.ClientSession, url: str, stop_at: float, latencies: list[float], n: int
+) -> int:
+    errors = 0
+    i = 0
+    while time.perf_counter() < stop_at:
+        body = {"text": f"client {n} message {i}: loss 0.123 step 4567/10000"}
+        t0 = time.perf_counter()
+        async with http.post(url, json=body) as response:
+            await response.read()
+            ok = response.status == 202
+        latencies.append(time.perf_counter() - t0)
+        errors += not ok
+        i += 1
+    return errors
+
+
+async def _load(port: int, seconds: float, clients: int) -> tuple[list[float], int, float]:
+    url = f"http://127.0.0.1:{port}/send"
+    latencies: list[float] = []
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    connector = aiohttp.TCPConnector(limit=clients)
+    async with aiohttp.ClientSession(headers=headers, connector=connector) as http:
+        start = time.perf_counter()
+        stop_at = start + seconds
+        errors = await asyncio.gather(
+            *(_client(http, url, stop_at, latencies, n) for n in range(clients))
+        )
+        elapsed = time.perf_counter() - start
+    return latencies, sum(errors), elapsed
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _stored_rows(db: Path) -> int:
+    from memory import open_store
+    from sidecar import count_by_state
+
+    with open_store(db) as store, store.read() as session:
+        return sum(count_by_state(session=session).values())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--serve", metavar="DB", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve:
+        asyncio.run(_serve(Path(args.serve), 0))
+        return 0
+
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Path(tmp) / "harness.db"
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        server = subprocess.Popen(
+            [sys.executable, __file__, "--serve", str(db)],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        try:
+            assert server.stdout is not None
+            line = server.stdout.readline()
+            if not line.startswith("ready "):
+                raise SystemExit(f"server did not start: {line!r}")
+            port = int(line.split()[1])
+            server_cpu0, client_cpu0 = _cpu_seconds(server.pid), time.process_time()
+            latencies, errors, elapsed = asyncio.run(_load(port, args.seconds, args.clients))
+            server_cpu = (_cpu_seconds(server.pid) - server_cpu0) / elapsed
+            client_cpu = (time.process_time() - client_cpu0) / elapsed
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
+        stored = _stored_rows(db)
+
+    n = len(latencies)
+    ms = sorted(x * 1000 for x in latencies)
+    p50 = statistics.median(ms)
+    p99 = ms[min(int(n * 0.99), n - 1)]
+    print(f"POST /send, {args.clients} clients, {elapsed:.1f} s, {os.cpu_count()} CPUs\n")
+    print(
+        "| requests | errors | req/s | p50 ms | p99 ms | max ms | rows stored | CPU server | CPU client |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print(
+        f"| {n} | {errors} | {n / elapsed:,.0f} | {p50:.1f} | {p99:.1f} | {ms[-1]:.1f} "
+        f"| {stored} | {server_cpu:.0%} | {client_cpu:.0%} |"
+    )
+    if stored != n - errors:
+        print(f"\nMISMATCH: {n - errors} answered 202 but {stored} rows stored")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

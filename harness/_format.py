@@ -1,0 +1,96 @@
+"""Plain text views of a run: the live status line, durations, trends, sparklines.
+
+Pure functions over a progress snapshot (``Progress.snapshot()``), shared by the
+foreground status line, ``harness status`` and the heartbeat.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+__all__ = ["duration", "gb", "percent", "progress_line", "sparkline", "trend"]
+
+_BARS = "▁▂▃▄▅▆▇█"
+GIB = 1024**3
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "?"
+    s = round(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+
+
+def percent(fraction: float | None) -> str:
+    return "-" if fraction is None else f"{fraction * 100:.0f}%"
+
+
+def gb(n: int | float | None) -> str:
+    return "-" if n is None else f"{n / GIB:.1f} GB"
+
+
+def trend(values: Sequence[float]) -> str:
+    """↓ ↑ or → comparing the last third of the points with the first third."""
+    if len(values) < 6:
+        return ""
+    k = len(values) // 3
+    first, last = sum(values[:k]) / k, sum(values[-k:]) / k
+    scale = max(abs(first), abs(last), 1e-12)
+    if (last - first) / scale < -0.02:
+        return "↓"
+    if (last - first) / scale > 0.02:
+        return "↑"
+    return "→"
+
+
+def sparkline(values: Sequence[float], width: int = 12) -> str:
+    points = [v for v in values if math.isfinite(v)][-width:]
+    if not points:
+        return ""
+    lo, hi = min(points), max(points)
+    if hi - lo < 1e-12:
+        return _BARS[3] * len(points)
+    return "".join(_BARS[int((v - lo) / (hi - lo) * (len(_BARS) - 1))] for v in points)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def progress_line(name: str, status: str, p: Mapping[str, Any], key_metric: str | None) -> str:
+    """``echo  running  step 120/600 (20%)  3.2 it/s  ETA 2m30s  loss 0.213↓ …``"""
+    parts = [name, status]
+    step, total = p.get("step"), p.get("total_steps")
+    if step is not None and total:
+        parts.append(f"step {step}/{total} ({step / total * 100:.0f}%)")
+    elif step is not None:
+        parts.append(f"step {step}")
+    rate = p.get("rate")
+    if rate:
+        parts.append(f"{rate:.2f} it/s" if rate < 10 else f"{rate:.0f} it/s")
+        parts.append(f"ETA {duration(p.get('eta_s'))}")
+    metrics = p.get("metrics") or {}
+    if "loss" in metrics:
+        parts.append(f"loss {_fmt(metrics['loss'])}{trend(p.get('loss_history') or [])}")
+    if key_metric and key_metric in metrics:
+        spark = sparkline(p.get("key_history") or [])
+        parts.append(f"{key_metric} {_fmt(metrics[key_metric])} {spark}".rstrip())
+    device = str(p.get("device") or "cpu")
+    if device.startswith("cuda"):
+        parts.append(f"GPU {percent(p.get('gpu_busy'))}")
+        if p.get("vram_used") is not None:
+            parts.append(f"VRAM {gb(p.get('vram_used'))}/{gb(p.get('vram_total'))}")
+    else:
+        parts.append(f"CPU {percent(p.get('cpu_util'))}")
+    parts.append(f"RAM free {gb(p.get('ram_available'))}")
+    if p.get("phase") and p.get("phase") != "train":
+        parts.append(f"[{p['phase']}]")
+    return "  ".join(parts)

@@ -1,0 +1,280 @@
+"""Run specs and presets (DESIGN section 4), validated with pydantic.
+
+A spec is TOML. Unknown keys are errors naming the key and the file; every error is one
+line: ``echo.toml: watch.min_util: must be between 0 and 1, got 1.5``. Presets are the
+specs shipped in ``harness/presets/`` plus ``*.toml`` in the user's presets folder (the
+user's file wins on a name clash). ``--set key=value`` overrides take dotted keys
+(``watch.min_util=0.5``, ``controls.lr=0.01``, ``steps=200``) with TOML values.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+import shutil
+import sys
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+__all__ = [
+    "Gate",
+    "RunSpec",
+    "SpecError",
+    "WatchConfig",
+    "apply_overrides",
+    "args_to_flags",
+    "list_presets",
+    "load_spec",
+    "parse_gate",
+    "resolve_command",
+]
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_GATE_RE = re.compile(r"^\s*(>=|<=|==|!=|>|<)\s*(\S+)\s*$")
+_OPS: dict[str, Callable[[float, float], bool]] = {
+    ">=": operator.ge,
+    "<=": operator.le,
+    ">": operator.gt,
+    "<": operator.lt,
+    "==": operator.eq,
+    "!=": operator.ne,
+}
+
+
+class SpecError(ValueError):
+    """A spec, preset or override is wrong; one line naming the file and the key."""
+
+
+@dataclass(frozen=True)
+class Gate:
+    metric: str
+    op: str
+    threshold: float
+
+    def passes(self, value: float) -> bool:
+        return _OPS[self.op](value, self.threshold)
+
+    def __str__(self) -> str:
+        return f"{self.metric} {self.op} {self.threshold:g}"
+
+
+def parse_gate(metric: str, expr: str) -> Gate:
+    m = _GATE_RE.match(expr)
+    if not m:
+        raise ValueError(f"expected an operator and a number such as '>= 0.93', got {expr!r}")
+    try:
+        threshold = float(m.group(2))
+    except ValueError:
+        raise ValueError(f"threshold must be a number, got {m.group(2)!r}") from None
+    return Gate(metric, m.group(1), threshold)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+class WatchConfig(_Strict):
+    """Thresholds of the rules; every one has a default."""
+
+    min_util: float = Field(0.80, ge=0.0, le=1.0)
+    util_grace_s: float = Field(60.0, ge=0.0)
+    util_window_s: float = Field(30.0, gt=0.0)
+    min_ram_free_gb: float = Field(4.0, ge=0.0)
+    stall_s: float = Field(120.0, gt=0.0)
+    nonfinite: Literal["abort", "warn"] = "abort"
+    sample_every_s: float = Field(1.0, gt=0.0, le=60.0)
+    int_grace_s: float = Field(10.0, ge=0.0)  # after SIGINT, before SIGTERM
+    term_grace_s: float = Field(5.0, ge=0.0)  # after SIGTERM, before SIGKILL
+
+
+class RunSpec(_Strict):
+    name: str
+    command: list[str] = Field(min_length=1)
+    device: str = "auto"
+    launcher: Literal["local", "torchrun", "slurm"] = "local"
+    preflight: list[list[str]] = Field(default_factory=list)
+    preflight_timeout_s: float = Field(300.0, gt=0.0)
+    args: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    env: dict[str, str] = Field(default_factory=dict)
+    cwd: str | None = None
+    watch: WatchConfig = Field(default_factory=WatchConfig)
+    gates: dict[str, str] = Field(default_factory=dict)
+    controls: dict[str, Any] = Field(default_factory=dict)
+    key_metric: str | None = None  # shown with a sparkline in heartbeats; default: first gate
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_safe(cls, v: str) -> str:
+        if not _NAME_RE.match(v) or ".." in v:
+            raise ValueError(
+                "must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+            )
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _device_known(cls, v: str) -> str:
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", v):
+            raise ValueError(f"must be auto, cpu, cuda or cuda:N, got {v!r}")
+        return v
+
+    @field_validator("command")
+    @classmethod
+    def _command_words(cls, v: list[str]) -> list[str]:
+        if not v[0].strip():
+            raise ValueError("the first word (the program) is empty")
+        return v
+
+    @field_validator("gates")
+    @classmethod
+    def _gates_parse(cls, v: dict[str, str]) -> dict[str, str]:
+        for metric, expr in v.items():
+            if not isinstance(expr, str):
+                raise ValueError(f"{metric}: expected a string such as '>= 0.93'")
+            try:
+                parse_gate(metric, expr)
+            except ValueError as exc:
+                raise ValueError(f"{metric}: {exc}") from None
+        return v
+
+    def parsed_gates(self) -> list[Gate]:
+        return [parse_gate(k, v) for k, v in self.gates.items()]
+
+
+def _describe(exc: ValidationError, source: str) -> SpecError:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        msg = f"{source}: unknown key {loc!r}"
+    elif kind == "missing":
+        msg = f"{source}: missing required key {loc!r}"
+    else:
+        got = err.get("input")
+        text = str(err["msg"]).removeprefix("Value error, ")
+        shown = "" if isinstance(got, dict | list) else f" (got {got!r})"
+        msg = f"{source}: {loc}: {text}{shown}"
+    more = len(exc.errors()) - 1
+    return SpecError(msg + (f"; and {more} more problem{'s' * (more > 1)}" if more else ""))
+
+
+def spec_from_mapping(data: Mapping[str, Any], *, source: str) -> RunSpec:
+    try:
+        return RunSpec.model_validate(dict(data))
+    except ValidationError as exc:
+        raise _describe(exc, source) from None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SpecError(f"{path}: no such spec file") from None
+    except UnicodeDecodeError:
+        raise SpecError(f"{path}: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"{path}: not valid TOML ({exc})") from None
+
+
+def _builtin_presets() -> dict[str, str]:
+    out = {}
+    for entry in resources.files("harness").joinpath("presets").iterdir():
+        if entry.name.endswith(".toml"):
+            out[entry.name[: -len(".toml")]] = entry.read_text(encoding="utf-8")
+    return out
+
+
+def list_presets(presets_dir: Path | None) -> dict[str, str]:
+    """Preset name -> where it comes from (``built-in`` or the user's file)."""
+    found = {name: "built-in" for name in _builtin_presets()}
+    if presets_dir is not None and presets_dir.is_dir():
+        for p in sorted(presets_dir.glob("*.toml")):
+            found[p.stem] = str(p)
+    return dict(sorted(found.items()))
+
+
+def load_spec(ref: str, *, presets_dir: Path | None = None) -> tuple[RunSpec, str]:
+    """A spec from a ``.toml`` path or a preset name; returns it with its source label."""
+    path = Path(ref)
+    if ref.endswith(".toml") or path.exists():
+        return spec_from_mapping(_read_toml(path), source=str(path)), str(path)
+    if presets_dir is not None and (presets_dir / f"{ref}.toml").is_file():
+        user = presets_dir / f"{ref}.toml"
+        return spec_from_mapping(_read_toml(user), source=str(user)), str(user)
+    builtin = _builtin_presets()
+    if ref in builtin:
+        try:
+            data = tomllib.loads(builtin[ref])
+        except tomllib.TOMLDecodeError as exc:  # pragma: no cover - shipped files are tested
+            raise SpecError(f"preset {ref}: not valid TOML ({exc})") from None
+        return spec_from_mapping(data, source=f"preset {ref}"), f"preset {ref}"
+    known = ", ".join(list_presets(presets_dir)) or "none"
+    raise SpecError(f"no spec file or preset named {ref!r} (presets: {known})")
+
+
+def _parse_value(raw: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw  # a bare word is a string
+
+
+def apply_overrides(spec: RunSpec, overrides: Sequence[str], *, source: str = "--set") -> RunSpec:
+    """Apply ``key=value`` overrides; an unknown key or a bad value is a SpecError."""
+    data = spec.model_dump()
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise SpecError(f"{source}: expected key=value, got {item!r}")
+        parts = key.split(".")
+        node: Any = data
+        model: Any = RunSpec
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            free_table = model is None  # inside controls/gates/env: any key
+            if not free_table and part not in model.model_fields:
+                raise SpecError(f"{source}: unknown key {key!r}")
+            if last:
+                node[part] = _parse_value(raw)
+                break
+            if not isinstance(node.get(part), dict):
+                raise SpecError(f"{source}: {'.'.join(parts[: i + 1])!r} is not a table")
+            annotation = None if free_table else model.model_fields[part].annotation
+            is_model = isinstance(annotation, type) and issubclass(annotation, BaseModel)
+            model = annotation if is_model else None
+            node = node[part]
+    return spec_from_mapping(data, source=source)
+
+
+def args_to_flags(args: Mapping[str, str | int | float | bool]) -> list[str]:
+    """Spec args as flags: ``{"seq_len": 32, "compile": True}`` -> ``--seq-len 32 --compile``."""
+    flags: list[str] = []
+    for key, value in args.items():
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            flags.append(flag)
+        elif value is not False:
+            flags += [flag, str(value)]
+    return flags
+
+
+def resolve_command(
+    argv: Sequence[str], *, run_dir: Path, args: Mapping[str, Any] | None = None
+) -> list[str]:
+    """Expand ``{python}`` and ``{run_dir}``, append ``args`` as flags, check the program."""
+    words = [w.replace("{python}", sys.executable).replace("{run_dir}", str(run_dir)) for w in argv]
+    words += args_to_flags(args or {})
+    program = words[0]
+    if "/" in program:
+        if not Path(program).exists():
+            raise SpecError(f"command: program {program!r} does not exist")
+    elif shutil.which(program) is None:
+        raise SpecError(f"command: program {program!r} not found on PATH")
+    return words

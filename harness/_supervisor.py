@@ -1,0 +1,676 @@
+"""The supervisor shell: launches jobs, feeds the state machine, carries out its actions.
+
+Everything blocking (SQLite, psutil, NVML, signalling, waiting for a process) runs in a
+worker thread through ``asyncio.to_thread``, so one event loop can watch several runs
+and, in ``harness serve``, host the HTTP API and the scheduler as well.
+
+Before launch: stale processes of finished runs are terminated (M-025), free RAM is
+checked (M-030), the spec's preflight commands run; a failure refuses the launch with an
+incident. While running: metric lines are tailed every ``TAIL_EVERY_S``, probes sampled
+every ``watch.sample_every_s``, abort requests read from the database, progress written
+back. A supervisor that starts finds runs whose supervisor died and re-adopts those whose
+root process still matches (PID, create time, marker), marking the others lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import re
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import psutil
+from sqlmodel import col, select
+
+import mistakes as ml
+from harness import _procs
+from harness._config import Settings
+from harness._machine import (
+    AbortRequested,
+    Action,
+    Exited,
+    Finish,
+    MetricLines,
+    Notify,
+    ProbeSample,
+    RecordIncident,
+    RunMachine,
+    Terminate,
+    Tick,
+)
+from harness._rules import Finding, check_ram
+from harness._spec import RunSpec, SpecError, resolve_command
+from harness._tail import MetricsTail
+from harness.probes import CpuProbe, GpuProbe, process_tree, read_ram
+from harness.report import write_json_atomic
+from memory import (
+    TERMINAL,
+    Run,
+    Store,
+    active_runs,
+    processes_of_finished_runs,
+    register_process,
+)
+
+__all__ = ["CheckItem", "LaunchRefused", "Supervisor", "new_run_id", "preflight_checks"]
+
+log = logging.getLogger("harness.supervisor")
+
+TAIL_EVERY_S = 0.2
+CONTROL_EVERY_S = 0.5
+PROGRESS_EVERY_S = 2.0
+STDERR_TAIL_BYTES = 4096
+_CHECK_LINE = re.compile(r"^\s*(PASS|FAIL)\b[\s:]*([A-Za-z_][\w-]*)?[\s:]*(.*)$")
+
+NotifyFn = Callable[[str, bool], None]
+
+
+class LaunchRefused(Exception):
+    """A pre-launch check failed; the run is recorded as failed with an incident."""
+
+
+def new_run_id(name: str, *, now: float | None = None) -> str:
+    stamp = datetime.fromtimestamp(time.time() if now is None else now).strftime("%Y%m%d-%H%M%S")
+    return f"{name}-{stamp}-{secrets.token_hex(2)}"
+
+
+def _self_identity() -> tuple[int, float]:
+    me = psutil.Process()
+    return me.pid, me.create_time()
+
+
+def supervisor_alive(pid: int | None, create_time: float | None) -> bool:
+    if pid is None or create_time is None:
+        return False
+    try:
+        proc = psutil.Process(pid)
+        return abs(proc.create_time() - create_time) < 0.01 and proc.status() != "zombie"
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+
+
+def _tail_text(path: Path, limit: int = STDERR_TAIL_BYTES) -> str:
+    try:
+        with path.open("rb") as f:
+            f.seek(max(f.seek(0, os.SEEK_END) - limit, 0))
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+@dataclass(frozen=True)
+class CheckItem:
+    """One line of the pre-launch checklist (``harness check`` prints these)."""
+
+    name: str
+    passed: bool
+    evidence: str
+    rule: str | None = None
+    mistake_ids: tuple[str, ...] = ()
+
+
+def _run_env(run_dir: Path, run_id: str, extra: dict[str, str]) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(extra)
+    env.update(
+        {
+            "HARNESS_RUN_ID": run_id,
+            "HARNESS_RUN_DIR": str(run_dir),
+            "HARNESS_METRICS": str(run_dir / "metrics.jsonl"),
+            "HARNESS_CONTROLS": str(run_dir / "controls.json"),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env
+
+
+def _preflight_command(
+    argv: list[str], spec: RunSpec, run_dir: Path, env: dict[str, str], cwd: Path
+) -> tuple[list[CheckItem], int | None]:
+    """Run one preflight command; PASS/FAIL lines become items, the exit code decides."""
+    try:
+        words = resolve_command(argv, run_dir=run_dir, args=spec.args)
+    except SpecError as exc:
+        return [CheckItem("preflight", False, str(exc), "preflight")], None
+    try:
+        proc = subprocess.run(
+            words,
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=spec.preflight_timeout_s,
+            start_new_session=True,
+        )
+    except subprocess.TimeoutExpired:
+        msg = f"{' '.join(argv)} timed out after {spec.preflight_timeout_s:g} s"
+        return [CheckItem("preflight", False, msg, "preflight")], None
+    except OSError as exc:
+        return [CheckItem("preflight", False, f"cannot run {words[0]}: {exc}", "preflight")], None
+    items = []
+    for line in (proc.stdout + "\n" + proc.stderr).splitlines():
+        m = _CHECK_LINE.match(line)
+        if m and m.group(2):
+            rule = m.group(2) if m.group(2) in ml.RULE_LINKS else "preflight"
+            items.append(
+                CheckItem(
+                    m.group(2),
+                    m.group(1) == "PASS",
+                    m.group(3).strip(),
+                    rule,
+                    ml.RULE_LINKS.get(rule, ()),
+                )
+            )
+    if proc.returncode != 0 and not any(not i.passed for i in items):
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+        items.append(
+            CheckItem(
+                "preflight", False, f"exit code {proc.returncode}: {tail[0][:300]}", "preflight"
+            )
+        )
+    return items, proc.returncode
+
+
+def preflight_checks(
+    spec: RunSpec, *, run_dir: Path, run_id: str, store: Store | None, clean: bool
+) -> list[CheckItem]:
+    """The pre-launch checklist. ``clean`` terminates stale processes (else only reports)."""
+    items: list[CheckItem] = []
+    # Stale processes (M-025): only processes the harness started for runs that are over.
+    records: list[_procs.ProcRecord] = []
+    active: set[str] = set()
+    if store is not None:
+        with store.read() as s:
+            records = [
+                _procs.ProcRecord(p.pid, p.create_time, p.run_id)
+                for p in processes_of_finished_runs(session=s)
+            ]
+            active = {r.id for r in active_runs(session=s)}
+    if clean:
+        killed = _procs.sweep_stale(records, active_run_ids=active)
+        survived = [k for k in killed if k.survived]
+        text = (
+            f"terminated {len(killed)} stale process(es): "
+            + ", ".join(f"{k.pid} ({k.run_id})" for k in killed)
+            if killed
+            else "none found"
+        )
+        items.append(
+            CheckItem(
+                "stale processes",
+                not survived,
+                text,
+                "stale_processes",
+                ml.RULE_LINKS["stale_processes"],
+            )
+        )
+    else:
+        stale = [r for r in records if r.run_id not in active and _procs.is_ours(r)]
+        text = (
+            f"{len(stale)} found: "
+            + ", ".join(f"{r.pid} ({r.run_id})" for r in stale)
+            + " (terminated at the next launch)"
+            if stale
+            else "none found"
+        )
+        items.append(
+            CheckItem(
+                "stale processes",
+                not stale,
+                text,
+                "stale_processes",
+                ml.RULE_LINKS["stale_processes"],
+            )
+        )
+    # RAM headroom before launch (M-030).
+    ram = check_ram(read_ram().available_bytes, spec.watch, before_launch=True)
+    items.append(
+        CheckItem(
+            "RAM headroom",
+            ram.level == "ok",
+            f"{ram.summary} (minimum {spec.watch.min_ram_free_gb:g} GB)",
+            "ram_headroom",
+            ml.RULE_LINKS["ram_headroom"],
+        )
+    )
+    # The command itself.
+    try:
+        resolve_command(spec.command, run_dir=run_dir)
+        items.append(CheckItem("command", True, " ".join(spec.command)))
+    except SpecError as exc:
+        items.append(CheckItem("command", False, str(exc)))
+    # The spec's preflight commands (gradient flow M-032, input coverage M-008, ...).
+    if spec.preflight:
+        env = _run_env(run_dir, run_id, spec.env)
+        env[_procs.MARKER_ENV] = run_id
+        cwd = Path(spec.cwd) if spec.cwd else Path.cwd()
+        for argv in spec.preflight:
+            got, _ = _preflight_command(argv, spec, run_dir, env, cwd)
+            items += got
+    return items
+
+
+@dataclass
+class _Job:
+    run_id: str
+    spec: RunSpec
+    run_dir: Path
+    record: _procs.ProcRecord
+    popen: subprocess.Popen[bytes] | None  # None for a re-adopted job
+    started_wall: float
+    task: asyncio.Task[Run] | None = None
+    terminating: asyncio.Task[_procs.Escalation] | None = None
+
+
+class Supervisor:
+    """Launches and watches runs on the current event loop."""
+
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        *,
+        notify: NotifyFn | None = None,
+        gpu: GpuProbe | None = None,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.notify: NotifyFn = notify or (lambda text, alert: None)
+        self._gpu = gpu
+        self._gpu_owned = gpu is None
+        self._jobs: dict[str, _Job] = {}
+        self.machines: dict[str, RunMachine] = {}
+        self._me = _self_identity()
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def _gpu_probe(self) -> GpuProbe:
+        if self._gpu is None:
+            self._gpu = await asyncio.to_thread(GpuProbe)
+        return self._gpu
+
+    async def close(self) -> None:
+        for job in list(self._jobs.values()):
+            if job.task is not None:
+                job.task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await job.task
+        if self._gpu is not None and self._gpu_owned:
+            await asyncio.to_thread(self._gpu.close)
+
+    async def _db(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+        return await asyncio.to_thread(fn, *args, **kw)
+
+    def _record(self, run_id: str | None, finding: Finding, severity: str, action: str) -> int:
+        ids = finding.mistake_ids
+        with self.store.write() as s:
+            row = ml.record_incident(
+                session=s,
+                rule=finding.rule,
+                summary=finding.summary,
+                run_id=run_id,
+                mistake_id=ids[0] if ids else None,
+                severity=severity,
+                evidence={**finding.evidence, "mistake_ids": list(ids)},
+                action=action,
+            )
+            return row.id or 0
+
+    # -- launching ----------------------------------------------------------------------
+
+    async def launch(self, spec: RunSpec, *, source: str = "") -> str:
+        """Create the run, run the pre-launch checklist, start the job; returns the run id.
+
+        Raises :class:`LaunchRefused` (after recording the run as failed, with incidents)
+        when a check fails, and ``SpecError`` for a program that does not exist.
+        """
+        run_id = new_run_id(spec.name)
+        runs_dir = self.settings.runs_dir.resolve()
+        run_dir = (runs_dir / run_id).resolve()
+        if run_dir.parent != runs_dir:  # the name is validated; this is the belt and braces
+            raise SpecError(f"run directory {run_dir} would leave {runs_dir}")
+        run_dir.mkdir(parents=True, exist_ok=False)
+        (run_dir / "spec.json").write_text(spec.model_dump_json(indent=2), encoding="utf-8")
+        write_json_atomic(run_dir / "controls.json", spec.controls)
+        (run_dir / "metrics.jsonl").touch()
+        pid, ctime = self._me
+        row = Run(
+            id=run_id,
+            name=spec.name,
+            source=source,
+            spec=spec.model_dump(mode="json"),
+            status="preflight",
+            run_dir=str(run_dir),
+            supervisor_pid=pid,
+            supervisor_create_time=ctime,
+        )
+        await self._db(self._insert, row)
+        items = await asyncio.to_thread(
+            preflight_checks, spec, run_dir=run_dir, run_id=run_id, store=self.store, clean=True
+        )
+        stale = next(i for i in items if i.name == "stale processes")
+        if stale.evidence != "none found":
+            finding = Finding("stale_processes", "warn", stale.evidence, {"detail": stale.evidence})
+            await self._db(self._record, run_id, finding, "warn", "terminated before launch")
+        failed = [i for i in items if not i.passed]
+        if failed:
+            summary = "refused: " + "; ".join(f"{i.name}: {i.evidence}" for i in failed)
+            for item in failed:
+                finding = Finding(
+                    item.rule or "preflight",
+                    "abort",
+                    f"{item.name}: {item.evidence}",
+                    {"check": item.name, "evidence": item.evidence},
+                )
+                await self._db(self._record, run_id, finding, "abort", "refused launch")
+            await self._db(
+                self._finish,
+                run_id,
+                "failed",
+                summary,
+                {
+                    "checks": [
+                        {"name": i.name, "passed": i.passed, "evidence": i.evidence} for i in items
+                    ]
+                },
+                None,
+            )
+            self.notify(f"{spec.name} ({run_id}): launch {summary}", True)
+            raise LaunchRefused(summary)
+        await self._db(self._set, run_id, status="starting")
+        argv = resolve_command(spec.command, run_dir=run_dir, args=spec.args)
+        wrapped = [sys.executable, "-m", "harness._wrap", str(run_dir / "exit.json"), "--", *argv]
+        cwd = Path(spec.cwd) if spec.cwd else Path.cwd()
+        try:
+            popen, record = await asyncio.to_thread(
+                _procs.spawn,
+                wrapped,
+                run_id=run_id,
+                cwd=cwd,
+                env=_run_env(run_dir, run_id, spec.env),
+                stdout_path=run_dir / "stdout.log",
+                stderr_path=run_dir / "stderr.log",
+            )
+        except _procs.ProcError as exc:
+            await self._db(self._finish, run_id, "failed", f"failed: {exc}", {}, None)
+            raise LaunchRefused(str(exc)) from None
+        started = time.time()
+        await self._db(self._started, run_id, record, started)
+        job = _Job(run_id, spec, run_dir, record, popen, started)
+        self._start_watch(job)
+        return run_id
+
+    def _insert(self, row: Run) -> None:
+        with self.store.write() as s:
+            s.add(row)
+
+    def _set(self, run_id: str, **fields: Any) -> None:
+        with self.store.write() as s:
+            row = s.get(Run, run_id)
+            if row is None:
+                return
+            for key, value in fields.items():
+                setattr(row, key, value)
+            s.add(row)
+
+    def _started(self, run_id: str, rec: _procs.ProcRecord, started: float) -> None:
+        with self.store.write() as s:
+            row = s.get(Run, run_id)
+            assert row is not None
+            row.status, row.started_at = "running", started
+            row.pid, row.create_time = rec.pid, rec.create_time
+            register_process(session=s, run_id=run_id, pid=rec.pid, create_time=rec.create_time)
+            s.add(row)
+
+    def _finish(
+        self, run_id: str, status: str, summary: str, result: dict[str, Any], code: int | None
+    ) -> Run:
+        with self.store.write() as s:
+            row = s.get(Run, run_id)
+            assert row is not None
+            row.status, row.summary, row.ended_at = status, summary, time.time()
+            row.result, row.exit_code = result, code
+            s.add(row)
+            return row
+
+    # -- watching -----------------------------------------------------------------------
+
+    def _start_watch(self, job: _Job) -> None:
+        self._jobs[job.run_id] = job
+        job.task = asyncio.get_running_loop().create_task(
+            self._watch(job), name=f"watch {job.run_id}"
+        )
+
+    async def wait(self, run_id: str) -> Run:
+        job = self._jobs.get(run_id)
+        if job is None or job.task is None:
+            raise KeyError(run_id)
+        return await asyncio.shield(job.task)
+
+    def running(self) -> list[str]:
+        return [r for r, j in self._jobs.items() if j.task is not None and not j.task.done()]
+
+    async def request_abort(self, run_id: str, reason: str, *, by: str = "user") -> None:
+        """Ask for an abort through the database, as any other process would."""
+        await self._db(self._set, run_id, abort_requested=reason, abort_by=by)
+
+    def _exit_code(self, job: _Job) -> tuple[bool, int | None]:
+        """(exited, code). Our own child: waitpid; an adopted job: its wrapper's exit file."""
+        if job.popen is not None:
+            code = job.popen.poll()
+            return code is not None, code
+        if _procs.is_ours(job.record):
+            return False, None
+        try:
+            data = json.loads((job.run_dir / "exit.json").read_text(encoding="utf-8"))
+            return True, int(data["code"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return True, None
+
+    async def _watch(self, job: _Job) -> Run:
+        spec, loop = job.spec, asyncio.get_running_loop()
+        mono_start = loop.time() - max(time.time() - job.started_wall, 0.0)
+        machine = RunMachine(spec, started_at=mono_start)
+        self.machines[job.run_id] = machine
+        tail = MetricsTail(job.run_dir / "metrics.jsonl")
+        cpu = CpuProbe(lambda: process_tree(job.record.pid))
+        gpu = await self._gpu_probe()
+        next_sample = next_control = next_progress = loop.time()
+        final: Run | None = None
+        try:
+            while final is None:
+                now = loop.time()
+                batch = await asyncio.to_thread(tail.read_new)
+                acts: list[Action] = []
+                if batch.records or batch.garbage or batch.oversized:
+                    acts += machine.handle(
+                        MetricLines(
+                            now, batch.records, batch.garbage, batch.oversized, batch.first_garbage
+                        )
+                    )
+                exited, code = await asyncio.to_thread(self._exit_code, job)
+                if exited:
+                    batch = await asyncio.to_thread(tail.read_new)  # the last lines
+                    if batch.records:
+                        acts += machine.handle(MetricLines(now, batch.records))
+                    stderr = await asyncio.to_thread(_tail_text, job.run_dir / "stderr.log")
+                    acts += machine.handle(Exited(now, code, stderr))
+                elif now >= next_sample:
+                    next_sample = now + spec.watch.sample_every_s
+                    acts += machine.handle(await self._sample(cpu, gpu, job, now))
+                else:
+                    acts += machine.handle(Tick(now))
+                if not exited and now >= next_control:
+                    next_control = now + CONTROL_EVERY_S
+                    reason = await self._db(self._abort_request, job.run_id)
+                    if reason is not None:
+                        acts += machine.handle(AbortRequested(now, reason[0], reason[1]))
+                for act in acts:
+                    final = await self._execute(job, machine, act) or final
+                if final is None and now >= next_progress:
+                    next_progress = now + PROGRESS_EVERY_S
+                    await self._db(self._save_progress, job.run_id, machine)
+                if final is None:
+                    await asyncio.sleep(TAIL_EVERY_S)
+        finally:
+            if job.terminating is not None and not job.terminating.done():
+                with contextlib.suppress(Exception):
+                    await job.terminating
+        return final
+
+    async def _sample(self, cpu: CpuProbe, gpu: GpuProbe, job: _Job, now: float) -> ProbeSample:
+        def probe() -> ProbeSample:
+            c = cpu.sample()
+            ram = read_ram()
+            busy = vram = vtotal = None
+            if gpu.available:
+                pids = [p.pid for p in process_tree(job.record.pid)]
+                g = gpu.sample(pids)
+                busy, vram, vtotal = g.busy, g.mem_used_bytes, g.mem_total_bytes
+            return ProbeSample(now, c.util, ram.available_bytes, busy, vram, vtotal)
+
+        return await asyncio.to_thread(probe)
+
+    def _abort_request(self, run_id: str) -> tuple[str, str] | None:
+        with self.store.read() as s:
+            row = s.get(Run, run_id)
+            if row is None or row.abort_requested is None:
+                return None
+            return row.abort_requested, row.abort_by or "user"
+
+    def _save_progress(self, run_id: str, machine: RunMachine) -> None:
+        self._set(
+            run_id,
+            progress=machine.progress.snapshot(),
+            progress_at=time.time(),
+            status="aborting" if machine.status == "aborting" else "running",
+        )
+
+    async def _execute(self, job: _Job, machine: RunMachine, act: Action) -> Run | None:
+        if isinstance(act, RecordIncident):
+            await self._db(self._record, job.run_id, act.finding, act.severity, act.action)
+        elif isinstance(act, Notify):
+            self.notify(f"{act.text} [{job.run_id}]", act.alert)
+        elif isinstance(act, Terminate):
+            await self._db(self._set, job.run_id, status="aborting")
+            if job.terminating is None:
+                w = job.spec.watch
+                job.terminating = asyncio.get_running_loop().create_task(
+                    asyncio.to_thread(
+                        _procs.terminate_tree,
+                        job.record,
+                        int_grace=w.int_grace_s,
+                        term_grace=w.term_grace_s,
+                        popen=job.popen,
+                    )
+                )
+        elif isinstance(act, Finish):
+            result = {**act.result, "progress": machine.progress.snapshot()}
+            code = act.result.get("exit_code")
+            row = await self._db(self._finish, job.run_id, act.status, act.summary, result, code)
+            self._jobs.pop(job.run_id, None)
+            return row
+        return None
+
+    # -- re-adoption --------------------------------------------------------------------
+
+    async def adopt_orphans(self) -> tuple[list[str], list[str]]:
+        """Re-adopt runs whose supervisor died; mark lost those whose job is gone."""
+        claimed = await self._db(self._claim_orphans)
+        adopted, lost = [], []
+        for row, alive in claimed:
+            if alive:
+                spec = RunSpec.model_validate(row.spec)
+                rec = _procs.ProcRecord(row.pid, row.create_time, row.id)
+                job = _Job(
+                    row.id, spec, Path(row.run_dir), rec, None, row.started_at or time.time()
+                )
+                self._start_watch(job)
+                adopted.append(row.id)
+                self.notify(f"{row.name}: re-adopted after a supervisor restart [{row.id}]", False)
+            else:
+                lost.append(row.id)
+                self.notify(
+                    f"{row.name}: lost: its job died while no supervisor watched [{row.id}]", True
+                )
+        return adopted, lost
+
+    def _claim_orphans(self) -> list[tuple[Run, bool]]:
+        out = []
+        pid, ctime = self._me
+        with self.store.write() as s:
+            rows = s.exec(
+                select(Run).where(col(Run.status).in_(("starting", "running", "aborting")))
+            ).all()
+            for row in rows:
+                if supervisor_alive(row.supervisor_pid, row.supervisor_create_time):
+                    continue
+                rec = None
+                if row.pid is not None and row.create_time is not None:
+                    rec = _procs.ProcRecord(row.pid, row.create_time, row.id)
+                alive = rec is not None and _procs.is_ours(rec)
+                if alive:
+                    row.supervisor_pid, row.supervisor_create_time = pid, ctime
+                else:
+                    exit_file = Path(row.run_dir) / "exit.json"
+                    code = None
+                    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+                        code = int(json.loads(exit_file.read_text())["code"])
+                    row.status, row.ended_at, row.exit_code = "lost", time.time(), code
+                    row.summary = "lost: the job ended while no supervisor watched it" + (
+                        f" (exit code {code})" if code is not None else ""
+                    )
+                    ml.record_incident(
+                        session=s,
+                        rule="lost",
+                        summary=row.summary,
+                        run_id=row.id,
+                        severity="error",
+                        evidence={"pid": row.pid, "exit_code": code},
+                        action="marked lost",
+                    )
+                s.add(row)
+                out.append((row, alive))
+        return out
+
+
+def abort_unsupervised(store: Store, run_id: str, reason: str) -> Run | None:
+    """Abort a run nobody watches (its supervisor died): signal the tree, mark aborted."""
+    with store.read() as s:
+        row = s.get(Run, run_id)
+    if row is None or row.status in TERMINAL:
+        return row
+    if supervisor_alive(row.supervisor_pid, row.supervisor_create_time):
+        return None
+    if row.pid is not None and row.create_time is not None:
+        spec = RunSpec.model_validate(row.spec)
+        rec = _procs.ProcRecord(row.pid, row.create_time, row.id)
+        _procs.terminate_tree(
+            rec, int_grace=spec.watch.int_grace_s, term_grace=spec.watch.term_grace_s
+        )
+    with store.write() as s:
+        row = s.get(Run, run_id)
+        assert row is not None
+        row.status, row.ended_at = "aborted", time.time()
+        row.summary = f"aborted: {reason} (no supervisor was watching)"
+        ml.record_incident(
+            session=s,
+            rule="user_abort",
+            summary=row.summary,
+            run_id=run_id,
+            severity="info",
+            action="aborted the run",
+        )
+        s.add(row)
+        return row

@@ -1,0 +1,1 @@
+"""Small stdlib jobs that speak the job protocol; presets use them."""
