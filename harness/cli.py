@@ -107,6 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override a spec key, e.g. watch.min_util=0.5 or args.steps=200",
     )
+    p.add_argument(
+        "--foreground",
+        action="store_true",
+        help="supervise in this process even when harness serve is running",
+    )
     p = _cmd(sub, "status", f"{runs}:cmd_status", "active runs, or one run in detail")
     p.add_argument("run", nargs="?", metavar="RUN", help="run id, unique prefix, or 'last'")
     _json(p)
@@ -128,6 +133,21 @@ def build_parser() -> argparse.ArgumentParser:
     _cmd(sub, "adopt", f"{runs}:cmd_adopt", "re-adopt runs whose supervisor died and watch them")
     p = _cmd(sub, "presets", f"{runs}:cmd_presets", "list the presets")
     _json(p)
+
+    # daemon and messages ------------------------------------------------------------------
+    srv = "harness._cli.serve"
+    p = _cmd(sub, "serve", f"{srv}:cmd_serve", "run the daemon: supervisor, heartbeats, API")
+    p.add_argument("--port", type=int, help="API port on 127.0.0.1 (default 7777)")
+    p.add_argument("--heartbeat", type=float, metavar="SECONDS", help="heartbeat interval")
+    p = _cmd(sub, "send", f"{srv}:cmd_send", "queue a message for Discord ('-' reads stdin)")
+    p.add_argument("text", nargs="+", metavar="TEXT")
+    p = _cmd(sub, "messages", f"{srv}:cmd_messages", "the outbox: queued, sent, dead messages")
+    p.add_argument("--dead", action="store_true", help="only dead-lettered messages")
+    p.add_argument("--state", choices=["pending", "sending", "sent", "dead"])
+    p.add_argument("--limit", type=int, default=50)
+    _json(p)
+    _cmd(sub, "heartbeat", f"{srv}:cmd_heartbeat", "send a heartbeat now")
+    _cmd(sub, "token", f"{srv}:cmd_token", "print the API bearer token (created on first use)")
 
     p = _cmd(sub, "checklist", f"{mod}:cmd_checklist", "the prevention checklist")
     _json(p)

@@ -5,6 +5,7 @@ context managers yield SQLModel sessions; :func:`state_dir` resolves the state f
 """
 
 from ._errors import FTS5UnavailableError, SchemaTooNewError, StoreError
+from ._heartbeats import Heartbeat, last_heartbeat, record_heartbeat
 from ._paths import DB_NAME, state_dir
 from ._runs import (
     ACTIVE,
@@ -26,6 +27,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "TERMINAL",
     "FTS5UnavailableError",
+    "Heartbeat",
     "Run",
     "RunNotFoundError",
     "RunProcess",
@@ -34,9 +36,11 @@ __all__ = [
     "StoreError",
     "active_runs",
     "find_run",
+    "last_heartbeat",
     "list_runs",
     "open_store",
     "processes_of_finished_runs",
+    "record_heartbeat",
     "register_process",
     "state_dir",
 ]

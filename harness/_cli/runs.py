@@ -13,6 +13,7 @@ from typing import Any
 import mistakes as ml
 from harness._cli.common import emit_json, fmt_time, settings_for
 from harness._config import Settings
+from harness._daemon import DaemonInfo
 from harness._format import duration, progress_line
 from harness._spec import RunSpec, apply_overrides, list_presets, load_spec
 from harness._supervisor import (
@@ -81,11 +82,16 @@ class _Printer:
 
 
 async def _foreground(settings: Settings, spec: RunSpec, source: str) -> int:
+    """No daemon: this process hosts the supervisor, heartbeats and delivery for the run."""
+    from harness._service import Service, service_config
+
     printer = _Printer()
     store = _store(settings)
-    sup = Supervisor(store, settings, notify=printer.message)
+    service = Service(settings, store, service_config(settings), echo=printer.message)
+    sup = service.supervisor
     loop = asyncio.get_running_loop()
     try:
+        await service.start()
         try:
             run_id = await sup.launch(spec, source=source)
         except LaunchRefused:
@@ -113,17 +119,59 @@ async def _foreground(settings: Settings, spec: RunSpec, source: str) -> int:
         run = waiter.result()
         if run.status == "succeeded":  # failures were announced as alerts already
             printer.message(f"{spec.name}: {run.summary}")
+        await service.worker.drain(timeout=10.0) if service.worker.enabled else None
         return EXIT_OK if run.status == "succeeded" else EXIT_FAILURE
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-        await sup.close()
+        await service.stop()
         store.close()
 
 
+def _follow_daemon(settings: Settings, spec: RunSpec, source: str, info: DaemonInfo) -> int:
+    """A daemon is running: submit the run to it and follow it until it ends."""
+    from harness._client import DaemonClient, DaemonError
+    from sidecar import load_or_create_token
+
+    printer = _Printer()
+    if spec.cwd is None:  # the daemon's working directory is not the user's
+        spec = spec.model_copy(update={"cwd": str(Path.cwd())})
+    with DaemonClient(info, load_or_create_token(settings.state_dir)) as client:
+        try:
+            run_id = client.launch(spec.model_dump(mode="json"), source)
+        except DaemonError as exc:
+            printer.message(f"{spec.name}: launch {exc}", alert=True)
+            return EXIT_FAILURE if exc.status == 422 else 2
+        printer.message(f"{spec.name}: started {run_id} on harness serve (pid {info.pid})")
+        key = spec.key_metric or (spec.parsed_gates()[0].metric if spec.gates else None)
+        aborted = False
+        while True:
+            try:
+                run = client.run(run_id)
+                if run["status"] in TERMINAL:
+                    break
+                printer.progress(progress_line(spec.name, run["status"], run["progress"], key))
+                time.sleep(1.0)
+            except KeyboardInterrupt:
+                if not aborted:
+                    aborted = True
+                    printer.message("Ctrl-C: asking harness serve to abort the run cleanly")
+                    client.abort(run_id, "Ctrl-C at the terminal")
+            except DaemonError as exc:
+                printer.message(f"lost contact with harness serve: {exc}", alert=True)
+                return EXIT_FAILURE
+        printer.message(f"{spec.name}: {run['summary']}", alert=run["status"] != "succeeded")
+        return EXIT_OK if run["status"] == "succeeded" else EXIT_FAILURE
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    from harness._daemon import daemon_info
+
     settings = settings_for(args)
     spec, source = _spec(args, settings)
+    info = daemon_info(settings.state_dir)
+    if info is not None and not args.foreground:
+        return _follow_daemon(settings, spec, source, info)
     return asyncio.run(_foreground(settings, spec, source))
 
 

@@ -1,0 +1,160 @@
+"""The run routes of the HTTP API, registered on the sidecar's app (DESIGN section 7).
+
+``sidecar`` knows nothing about runs; this module adds ``GET/POST /runs``,
+``GET /runs/{id}``, ``POST /runs/{id}/abort``, ``POST /runs/{id}/controls``,
+``GET /mistakes?q=`` and ``POST /heartbeat`` to its app, behind the same bearer token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+import mistakes as ml
+from harness._controls import ControlsError, update_controls
+from harness._spec import SpecError, apply_overrides, load_spec, spec_from_mapping
+from harness._supervisor import LaunchRefused
+from memory import TERMINAL, Run, RunNotFoundError, find_run, list_runs
+from sidecar import create_app, json_error, load_or_create_token, read_json, serve
+
+if TYPE_CHECKING:
+    from harness._service import Service
+
+__all__ = ["add_run_routes", "start_api"]
+
+_SERVICE: web.AppKey[Service] = web.AppKey("service")
+
+
+def _service(request: web.Request) -> Service:
+    return request.app[_SERVICE]
+
+
+def _find(service: Service, ref: str) -> Run:
+    with service.store.read() as s:
+        return find_run(session=s, ref=ref)
+
+
+async def _run_or_404(request: web.Request) -> Run | web.Response:
+    try:
+        return await asyncio.to_thread(_find, _service(request), request.match_info["id"])
+    except RunNotFoundError as exc:
+        return json_error(404, str(exc))
+
+
+async def _list(request: web.Request) -> web.Response:
+    service = _service(request)
+    active = request.query.get("active") in ("1", "true", "yes")
+
+    def rows() -> list[dict[str, Any]]:
+        with service.store.read() as s:
+            return [r.as_dict() for r in list_runs(session=s, limit=100, active_only=active)]
+
+    return web.json_response({"runs": await asyncio.to_thread(rows)})
+
+
+async def _launch(request: web.Request) -> web.Response:
+    service = _service(request)
+    body = await read_json(request)
+    if not isinstance(body, dict):
+        return json_error(400, "expected a JSON object with 'spec' or 'preset'")
+    overrides = body.get("set", [])
+    if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
+        return json_error(400, "'set' must be a list of 'key=value' strings")
+    try:
+        if isinstance(body.get("spec"), dict):
+            spec = spec_from_mapping(body["spec"], source="request spec")
+            source = str(body.get("source") or "api")
+        elif isinstance(body.get("preset"), str):
+            spec, source = load_spec(body["preset"], presets_dir=service.settings.presets_dir)
+            if "/" in body["preset"] or body["preset"].endswith(".toml"):
+                return json_error(400, "'preset' must be a preset name, not a path")
+        else:
+            return json_error(400, "expected 'spec' (an object) or 'preset' (a name)")
+        if overrides:
+            spec = apply_overrides(spec, overrides)
+    except SpecError as exc:
+        return json_error(400, str(exc))
+    try:
+        run_id = await service.supervisor.launch(spec, source=source)
+    except LaunchRefused as exc:
+        return json_error(422, str(exc))
+    except SpecError as exc:
+        return json_error(400, str(exc))
+    return web.json_response({"id": run_id}, status=201)
+
+
+async def _get(request: web.Request) -> web.Response:
+    run = await _run_or_404(request)
+    if isinstance(run, web.Response):
+        return run
+    return web.json_response(run.as_dict())
+
+
+async def _abort(request: web.Request) -> web.Response:
+    run = await _run_or_404(request)
+    if isinstance(run, web.Response):
+        return run
+    body = await read_json(request) if request.can_read_body else {}
+    reason = body.get("reason") if isinstance(body, dict) else None
+    if reason is not None and not isinstance(reason, str):
+        return json_error(400, "reason must be a string")
+    if run.status in TERMINAL:
+        return json_error(409, f"run {run.id} is already {run.status}")
+    await _service(request).supervisor.request_abort(
+        run.id, reason or "requested through the API", by=str(body.get("by") or "api")
+    )
+    return web.json_response({"id": run.id, "status": "aborting"}, status=202)
+
+
+async def _controls(request: web.Request) -> web.Response:
+    run = await _run_or_404(request)
+    if isinstance(run, web.Response):
+        return run
+    body = await read_json(request)
+    if not isinstance(body, dict) or not body:
+        return json_error(400, 'expected a JSON object of controls, e.g. {"lr": 0.001}')
+    if run.status in TERMINAL:
+        return json_error(409, f"run {run.id} is already {run.status}")
+    try:
+        merged = await asyncio.to_thread(update_controls, run.run_dir, body)
+    except ControlsError as exc:
+        return json_error(400, str(exc))
+    return web.json_response({"id": run.id, "controls": merged})
+
+
+async def _mistakes(request: web.Request) -> web.Response:
+    service = _service(request)
+    query = request.query.get("q", "")
+
+    def hits() -> list[dict[str, Any]]:
+        with service.store.read() as s:
+            return [h.as_dict() for h in ml.search(session=s, query=query)]
+
+    return web.json_response({"hits": await asyncio.to_thread(hits)})
+
+
+async def _heartbeat(request: web.Request) -> web.Response:
+    view = await _service(request).heartbeat()
+    return web.json_response({"health": view.health, "text": view.text})
+
+
+def add_run_routes(app: web.Application, service: Service) -> None:
+    app[_SERVICE] = service
+    app.router.add_get("/runs", _list)
+    app.router.add_post("/runs", _launch)
+    app.router.add_get("/runs/{id}", _get)
+    app.router.add_post("/runs/{id}/abort", _abort)
+    app.router.add_post("/runs/{id}/controls", _controls)
+    app.router.add_get("/mistakes", _mistakes)
+    app.router.add_post("/heartbeat", _heartbeat)
+
+
+async def start_api(service: Service) -> tuple[web.AppRunner, int]:
+    token = await asyncio.to_thread(load_or_create_token, service.settings.state_dir)
+    app = create_app(store=service.store, token=token, wake=service.worker.wake)
+    add_run_routes(app, service)
+    runner = await serve(app, service.config.api_host, service.config.api_port)
+    port = int(runner.addresses[0][1])
+    return runner, port

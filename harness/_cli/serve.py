@@ -1,0 +1,130 @@
+"""``harness serve | send | messages | heartbeat | token``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import time
+
+import mistakes as ml
+from harness._cli.common import emit_json, fmt_time, settings_for
+from harness._client import DaemonClient, DaemonError
+from harness._daemon import AlreadyRunningError, daemon_info, serve_forever
+from harness._service import Service, service_config
+from harness.cli import EXIT_FAILURE, EXIT_OK, UsageError
+from sidecar import enqueue, list_messages, load_or_create_token
+
+
+def _echo(text: str, alert: bool) -> None:
+    stamp = time.strftime("%H:%M:%S")
+    print(f"{stamp} {'!' if alert else '·'} {text}", flush=True)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    settings = settings_for(args)
+    overrides = {}
+    if args.port is not None:
+        overrides["api_port"] = args.port
+    if args.heartbeat is not None:
+        if args.heartbeat <= 0:
+            raise UsageError("--heartbeat must be a positive number of seconds")
+        overrides["heartbeat_s"] = args.heartbeat
+    config = service_config(settings, **overrides)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    try:
+        return asyncio.run(serve_forever(settings, config, echo=_echo))
+    except AlreadyRunningError as exc:
+        raise UsageError(str(exc)) from None
+    except OSError as exc:
+        print(
+            f"harness: error: cannot serve on port {config.api_port}: {exc.strerror}",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    settings = settings_for(args)
+    print(load_or_create_token(settings.state_dir))
+    return EXIT_OK
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    settings = settings_for(args)
+    text = " ".join(args.text)
+    if text == "-":
+        text = sys.stdin.read()
+    if not text.strip():
+        raise UsageError("nothing to send: the text is empty")
+    info = daemon_info(settings.state_dir)
+    if info is not None:
+        with DaemonClient(info, load_or_create_token(settings.state_dir), timeout=30) as client:
+            try:
+                ids = client.send(text)
+            except DaemonError as exc:
+                raise UsageError(str(exc)) from None
+        print(f"queued as message {', '.join(map(str, ids))}")
+        return EXIT_OK
+    with ml.open_log(settings.db_path) as store, store.write() as s:
+        rows = enqueue(session=s, text=text, kind="text")
+        ids = [r.id or 0 for r in rows]
+    print(
+        f"queued as message {', '.join(map(str, ids))}; no daemon is running, so it goes out "
+        "when `harness serve` (or a foreground `harness run`) next runs"
+    )
+    return EXIT_OK
+
+
+def cmd_messages(args: argparse.Namespace) -> int:
+    settings = settings_for(args)
+    state = "dead" if args.dead else args.state
+    with ml.open_log(settings.db_path) as store, store.read() as s:
+        rows = list_messages(session=s, state=state, limit=args.limit)
+        data = [m.as_dict() for m in rows]
+    if args.json:
+        emit_json(data)
+        return EXIT_OK
+    if not data:
+        print("no messages")
+    for m in data:
+        payload = m.get("payload") or {}
+        text = payload.get("content") or ""
+        if not text and payload.get("embeds"):
+            embed = payload["embeds"][0]
+            text = f"[embed] {embed.get('title', '')}: {embed.get('description', '')}"
+        text = " ".join(str(text).split())
+        err = f"  ({m['last_error']})" if m.get("last_error") and m["state"] != "sent" else ""
+        print(
+            f"#{m['id']:<5} {fmt_time(m.get('created_at'))} {m['state']:<8} {m['kind']:<9} "
+            f"{text[:90]}{err}"
+        )
+    return EXIT_OK
+
+
+async def _heartbeat_local(args: argparse.Namespace) -> int:
+    settings = settings_for(args)
+    store = ml.open_log(settings.db_path)
+    try:
+        service = Service(settings, store, service_config(settings), echo=_echo)
+        await service.heartbeat()
+    finally:
+        store.close()
+    return EXIT_OK
+
+
+def cmd_heartbeat(args: argparse.Namespace) -> int:
+    settings = settings_for(args)
+    info = daemon_info(settings.state_dir)
+    if info is None:
+        return asyncio.run(_heartbeat_local(args))
+    with DaemonClient(info, load_or_create_token(settings.state_dir), timeout=60) as client:
+        try:
+            print(client.heartbeat()["text"])
+        except DaemonError as exc:
+            raise UsageError(str(exc)) from None
+    return EXIT_OK

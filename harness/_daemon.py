@@ -1,0 +1,124 @@
+"""``harness serve``: the long-lived daemon, and how other commands find it.
+
+One daemon per state dir: an exclusive ``flock`` on ``serve.lock`` refuses a second
+instance with a clear message (the lock dies with the process, so a SIGKILLed daemon
+never leaves a stale lock). ``serve.json`` says where the running daemon listens.
+SIGTERM (or SIGINT) stops watching and serving; jobs keep running and the next start
+re-adopts them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import psutil
+
+import mistakes as ml
+from harness._config import Settings
+from harness._service import Echo, Service, ServiceConfig
+
+__all__ = ["AlreadyRunningError", "DaemonInfo", "daemon_info", "serve_forever"]
+
+LOCK_FILE = "serve.lock"
+INFO_FILE = "serve.json"
+
+
+class AlreadyRunningError(RuntimeError):
+    """Another ``harness serve`` holds the lock for this state dir."""
+
+
+@dataclass(frozen=True)
+class DaemonInfo:
+    pid: int
+    port: int
+    started: float
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def daemon_info(state_dir: Path) -> DaemonInfo | None:
+    """The running daemon of this state dir, or None (stale files are ignored)."""
+    try:
+        data = json.loads((state_dir / INFO_FILE).read_text(encoding="utf-8"))
+        info = DaemonInfo(int(data["pid"]), int(data["port"]), float(data["started"]))
+        proc = psutil.Process(info.pid)
+        if abs(proc.create_time() - float(data["create_time"])) > 0.01:
+            return None
+        return info if proc.status() != psutil.STATUS_ZOMBIE else None
+    except (OSError, ValueError, KeyError, TypeError, psutil.Error):
+        return None
+
+
+@contextlib.contextmanager
+def _lock(state_dir: Path) -> Iterator[IO[str]]:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    f = (state_dir / LOCK_FILE).open("a+")
+    try:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            info = daemon_info(state_dir)
+            where = f" (pid {info.pid}, port {info.port})" if info else ""
+            raise AlreadyRunningError(
+                f"harness serve is already running for {state_dir}{where}; "
+                "stop it first (systemctl --user stop harness, or kill -TERM its pid)"
+            ) from None
+        yield f
+    finally:
+        f.close()
+
+
+async def serve_forever(
+    settings: Settings, config: ServiceConfig, *, echo: Echo, ready: asyncio.Event | None = None
+) -> int:
+    """Run the daemon until SIGTERM/SIGINT. Raises AlreadyRunningError."""
+    with _lock(settings.state_dir):
+        store = ml.open_log(settings.db_path)
+        service = Service(settings, store, config, echo=echo)
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        info_path = settings.state_dir / INFO_FILE
+        try:
+            await service.start(api=True, adopt=True)
+            me = psutil.Process()
+            info = {
+                "pid": me.pid,
+                "create_time": me.create_time(),
+                "port": service.api_port,
+                "started": time.time(),
+            }
+            tmp = info_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(info), encoding="utf-8")
+            os.replace(tmp, info_path)
+            mode = config.discord.mode or "not configured (messages are kept locally)"
+            echo(
+                f"harness serve: pid {me.pid}, API http://127.0.0.1:{service.api_port}, "
+                f"heartbeat every {config.heartbeat_s:g} s, Discord {mode}",
+                False,
+            )
+            if ready is not None:
+                ready.set()
+            await stop.wait()
+            echo("harness serve: stopping; running jobs keep running and will be re-adopted", False)
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            await service.stop()
+            with contextlib.suppress(FileNotFoundError):
+                info_path.unlink()
+            store.close()
+    return 0
