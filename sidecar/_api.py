@@ -115,6 +115,9 @@ async def _error_middleware(request: web.Request, handler: Handler) -> web.Strea
             message = message.removeprefix(f"{exc.status}: ")
         headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
         return json_error(exc.status, message, **headers)
+    except Exception:
+        log.exception("%s %s failed", request.method, request.path)
+        return json_error(500, "internal error; see the sidecar log")
 
 
 # -- group commit ------------------------------------------------------------------------

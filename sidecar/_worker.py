@@ -95,7 +95,10 @@ class DeliveryWorker:
         return self.config.enabled
 
     def wake(self) -> None:
-        """Tell the worker a message was queued (call from the event loop's thread)."""
+        """Tell the worker a message was queued.
+
+        Call it on the loop; from another thread use ``loop.call_soon_threadsafe(worker.wake)``.
+        """
         self._wake.set()
 
     async def run(self) -> None:

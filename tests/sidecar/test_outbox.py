@@ -11,6 +11,7 @@ from memory import Store
 from mistakes import open_log
 from sidecar import (
     InvalidMessageError,
+    OutboxMessage,
     claim_next,
     count_by_state,
     enqueue,
@@ -112,3 +113,16 @@ def test_bad_kind_and_bad_state_are_refused(store: Store) -> None:
         list_messages(session=s, state="lost")
     with store.read() as s:
         assert count_by_state(session=s)["pending"] == 0
+
+
+def test_ids_and_nonces_are_never_reused_after_rows_are_deleted(store: Store) -> None:
+    with store.write() as s:
+        [old] = enqueue(session=s, text="old")
+    with store.write() as s:
+        s.delete(s.get(OutboxMessage, old.id))
+
+    with store.write() as s:
+        [new] = enqueue(session=s, text="new")
+
+    assert new.id is not None and old.id is not None and new.id > old.id
+    assert new.nonce != old.nonce
