@@ -165,6 +165,8 @@ class DiscordClient:
     async def send(self, payload: dict[str, Any], *, nonce: str | None) -> Sent:
         """Post one message body; raise a :class:`DeliveryError` subclass unless it was created."""
         body = dict(payload)
+        # Text from jobs and agents must never ping @everyone or a role by accident.
+        body.setdefault("allowed_mentions", {"parse": []})
         params = None
         if self.mode == "channel":
             if nonce is not None:

@@ -58,6 +58,7 @@ class Received:
     embeds: list[dict[str, Any]] | None
     nonce: str | None
     t: float  # time.monotonic() of this process
+    allowed_mentions: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -375,6 +376,7 @@ class FakeDiscord:
             embeds=body.get("embeds"),
             nonce=str(nonce) if nonce is not None else None,
             t=time.monotonic(),
+            allowed_mentions=body.get("allowed_mentions"),
         )
         self._state.messages.append(received)
         return {

@@ -103,6 +103,8 @@ async def test_200_messages_sent_through_the_api_arrive_once_in_order(
 
     assert contents(fake) == [f"message {i}" for i in range(200)]
     assert fake.violations == []
+    # "@everyone" in a job's text must not ping anybody
+    assert all(m.allowed_mentions == {"parse": []} for m in fake.messages)
     with store.read() as s:
         rows = list_messages(session=s, limit=1000)
     assert {r.discord_message_id for r in rows} == {m.id for m in fake.messages}
