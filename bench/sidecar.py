@@ -1,10 +1,16 @@
-"""POST /send throughput and latency against the real sidecar app, with a real SQLite file.
+"""Sidecar and daemon benchmarks: /send throughput and latency, idle RSS, heartbeat punctuality.
+
+1. POST /send throughput and latency against the real sidecar app, with a real SQLite file.
 
 The app runs in a child process (as under ``harness serve``) with no Discord configured,
 so the delivery worker is off and every 202 means "stored". 32 concurrent clients post
 for 10 s; afterwards the bench checks that the outbox holds exactly one row per 202.
 
-    .venv/bin/python bench/sidecar.py [--seconds 10] [--clients 32]
+2. The resident memory of a real ``harness serve`` when idle (bot disabled, no Discord).
+3. Heartbeat punctuality: 100 heartbeats of the real service at a short interval; the
+   largest lateness against the scheduler's own timetable.
+
+    .venv/bin/python bench/sidecar.py [--seconds 10] [--clients 32] [--beats 100]
 """
 
 from __future__ import annotations
@@ -84,10 +90,67 @@ def _stored_rows(db: Path) -> int:
         return sum(count_by_state(session=session).values())
 
 
+def idle_rss(settle_s: float = 8.0) -> tuple[float, float]:
+    """(RSS MiB, USS MiB) of an idle ``harness serve`` after it has settled."""
+    import psutil
+
+    with tempfile.TemporaryDirectory() as home:
+        env = {**os.environ, "HARNESS_HOME": home, "PYTHONPATH": str(ROOT)}
+        env.pop("HARNESS_DISCORD_TOKEN", None)
+        env.pop("HARNESS_DISCORD_WEBHOOK_URL", None)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "harness", "serve", "--port", "0"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            time.sleep(settle_s)
+            info = psutil.Process(proc.pid).memory_full_info()
+            return info.rss / 2**20, info.uss / 2**20
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+async def _punctuality(beats: int, interval: float) -> tuple[list[float], int]:
+    from harness._config import Settings
+    from harness._service import Service, ServiceConfig
+    from mistakes import open_log
+
+    with tempfile.TemporaryDirectory() as home:
+        store = open_log(Path(home) / "harness.db")
+        service = Service(
+            Settings(state_dir=Path(home)),
+            store,
+            ServiceConfig(heartbeat_s=interval, misfire_grace_s=1),
+        )
+        done: list[float] = []
+        original = service.heartbeat
+
+        async def timed() -> object:
+            done.append(time.time())  # the moment the scheduled job starts running
+            return await original()
+
+        service.heartbeat = timed  # type: ignore[method-assign]
+        await service.start()
+        job = service.scheduler.get_job("heartbeat")
+        anchor = job.next_run_time.timestamp()
+        while len(done) < beats:
+            await asyncio.sleep(interval)
+        await service.stop()
+        store.close()
+    lateness = [t - (anchor + k * interval) for k, t in enumerate(done[:beats])]
+    skipped = round((done[beats - 1] - anchor) / interval) - (beats - 1)
+    return lateness, skipped
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--beats", type=int, default=100)
+    parser.add_argument("--interval", type=float, default=0.25)
     parser.add_argument("--serve", metavar="DB", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
@@ -140,6 +203,19 @@ def main(argv: list[str] | None = None) -> int:
     if stored != n - errors:
         print(f"\nMISMATCH: {n - errors} answered 202 but {stored} rows stored")
         return 1
+
+    rss, uss = idle_rss()
+    print(
+        f"\nIdle `harness serve` (bot disabled, no Discord): RSS {rss:.0f} MiB, "
+        f"USS {uss:.0f} MiB (target: under 120 MB)"
+    )
+    lateness, skipped = asyncio.run(_punctuality(args.beats, args.interval))
+    late_ms = sorted(x * 1000 for x in lateness)
+    print(
+        f"\nHeartbeat punctuality: {args.beats} heartbeats every {args.interval:g} s: "
+        f"median lateness {statistics.median(late_ms):.1f} ms, "
+        f"max {late_ms[-1]:.1f} ms, skipped {skipped} (target: max under 1 s)"
+    )
     return 0
 
 
