@@ -2,7 +2,8 @@
 
 ``sidecar`` knows nothing about runs; this module adds ``GET/POST /runs``,
 ``GET /runs/{id}``, ``POST /runs/{id}/abort``, ``POST /runs/{id}/controls``,
-``GET /mistakes?q=`` and ``POST /heartbeat`` to its app, behind the same bearer token.
+``GET /mistakes?q=`` and ``POST /heartbeat`` to its app, behind the same bearer token,
+and (:func:`add_memory_routes`) ``GET /inbox`` and ``GET /brief``.
 """
 
 from __future__ import annotations
@@ -16,13 +17,22 @@ import mistakes as ml
 from harness._controls import ControlsError, update_controls
 from harness._spec import SpecError, apply_overrides, load_spec, spec_from_mapping
 from harness._supervisor import LaunchRefused
-from memory import TERMINAL, Run, RunNotFoundError, find_run, list_runs
-from sidecar import create_app, json_error, load_or_create_token, read_json, serve
+from memory import (
+    TERMINAL,
+    Run,
+    RunNotFoundError,
+    Store,
+    find_run,
+    list_runs,
+    mark_read,
+    unread_inbox,
+)
+from sidecar import STORE_KEY, create_app, json_error, load_or_create_token, read_json, serve
 
 if TYPE_CHECKING:
     from harness._service import Service
 
-__all__ = ["add_run_routes", "start_api"]
+__all__ = ["add_memory_routes", "add_run_routes", "start_api"]
 
 _SERVICE: web.AppKey[Service] = web.AppKey("service")
 
@@ -140,8 +150,49 @@ async def _heartbeat(request: web.Request) -> web.Response:
     return web.json_response({"health": view.health, "text": view.text})
 
 
+def _read_inbox(store: Store) -> list[dict[str, Any]]:
+    with store.write() as s:
+        notes = unread_inbox(session=s)
+        shown = [n.as_dict() for n in notes]
+        mark_read(session=s, ids=[n.id for n in notes if n.id is not None])
+    return shown
+
+
+async def _inbox(request: web.Request) -> web.Response:
+    """The unread inbox notes (Discord ``/tell``), marked read by this call."""
+    notes = await asyncio.to_thread(_read_inbox, request.app[STORE_KEY])
+    return web.json_response({"notes": notes})
+
+
+async def _brief(request: web.Request) -> web.Response:
+    """``?format=json`` (default), ``text`` (``{"text", "sections"}``) or ``hook``.
+
+    Unlike ``harness brief``, it does not move the "since the last brief" mark unless
+    ``?mark=1``: a look from a phone should not hide incidents from the terminal.
+    """
+    from harness._brief import brief_sections, build_brief, render_hook, render_json, render_text
+
+    fmt = request.query.get("format", "json")
+    if fmt not in ("json", "text", "hook"):
+        return json_error(400, f"format must be json, text or hook, not {fmt!r}")
+    mark = request.query.get("mark") in ("1", "true", "yes")
+    brief = await asyncio.to_thread(build_brief, request.app[STORE_KEY], mark=mark)
+    if fmt == "hook":
+        return web.json_response(render_hook(brief))
+    if fmt == "text":
+        return web.json_response({"text": render_text(brief), "sections": brief_sections(brief)})
+    return web.json_response(render_json(brief))
+
+
+def add_memory_routes(app: web.Application) -> None:
+    """``GET /inbox`` and ``GET /brief`` on an app made by :func:`sidecar.create_app`."""
+    app.router.add_get("/inbox", _inbox)
+    app.router.add_get("/brief", _brief)
+
+
 def add_run_routes(app: web.Application, service: Service) -> None:
     app[_SERVICE] = service
+    add_memory_routes(app)
     app.router.add_get("/runs", _list)
     app.router.add_post("/runs", _launch)
     app.router.add_get("/runs/{id}", _get)

@@ -149,6 +149,36 @@ def build_parser() -> argparse.ArgumentParser:
     _cmd(sub, "heartbeat", f"{srv}:cmd_heartbeat", "send a heartbeat now")
     _cmd(sub, "token", f"{srv}:cmd_token", "print the API bearer token (created on first use)")
 
+    # memory: notes, standing orders, the inbox, the briefing ---------------------------------
+    mem = "harness._cli.memory"
+    n = sub.add_parser("note", help="write a note for later", description="Notes for later.")
+    nsub = n.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser, required=True)
+    p = _cmd(nsub, "add", f"{mem}:cmd_note_add", "add a note ('-' reads stdin)")
+    p.add_argument("text", nargs="+", metavar="TEXT")
+    p = _cmd(sub, "notes", f"{mem}:cmd_notes", "the latest notes")
+    p.add_argument("--limit", type=int, default=20)
+    _json(p)
+    o = sub.add_parser(
+        "orders",
+        help="standing orders (shown at the top of every brief)",
+        description="Standing orders: shown at the top of every brief until removed.",
+    )
+    osub = o.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser, required=True)
+    p = _cmd(osub, "add", f"{mem}:cmd_orders_add", "add a standing order ('-' reads stdin)")
+    p.add_argument("text", nargs="+", metavar="TEXT")
+    p = _cmd(osub, "list", f"{mem}:cmd_orders_list", "list the standing orders")
+    _json(p)
+    p = _cmd(osub, "remove", f"{mem}:cmd_orders_remove", "remove a standing order")
+    p.add_argument("number", type=int, metavar="N")
+    p = _cmd(sub, "inbox", f"{mem}:cmd_inbox", "unread notes from Discord (/tell); marks them read")
+    p.add_argument("--all", action="store_true", help="also the notes read before")
+    _json(p)
+    p = _cmd(sub, "brief", f"{mem}:cmd_brief", "what to know before touching anything")
+    p.add_argument("--format", choices=["text", "json", "hook"], default="text")
+    p.add_argument(
+        "--no-mark", action="store_true", help="do not move the 'since the last brief' mark"
+    )
+
     p = _cmd(sub, "checklist", f"{mod}:cmd_checklist", "the prevention checklist")
     _json(p)
     _cmd(sub, "demo", "harness._cli.demo:cmd_demo", "a guided tour of the mistake log")

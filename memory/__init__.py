@@ -2,10 +2,26 @@
 
 Public API: :func:`open_store` returns a :class:`Store` whose ``write()`` and ``read()``
 context managers yield SQLModel sessions; :func:`state_dir` resolves the state folder.
+Runs, heartbeats, notes (standing orders, the inbox) are tables with functions that take
+a session keyword.
 """
 
 from ._errors import FTS5UnavailableError, SchemaTooNewError, StoreError
 from ._heartbeats import Heartbeat, last_heartbeat, record_heartbeat
+from ._notes import (
+    MAX_NOTE_CHARS,
+    NOTE_KINDS,
+    Marker,
+    Note,
+    NoteNotFoundError,
+    add_note,
+    get_marker,
+    list_notes,
+    mark_read,
+    remove_note,
+    set_marker,
+    unread_inbox,
+)
 from ._paths import DB_NAME, state_dir
 from ._runs import (
     ACTIVE,
@@ -24,10 +40,15 @@ from ._store import SCHEMA_VERSION, Store, open_store
 __all__ = [
     "ACTIVE",
     "DB_NAME",
+    "MAX_NOTE_CHARS",
+    "NOTE_KINDS",
     "SCHEMA_VERSION",
     "TERMINAL",
     "FTS5UnavailableError",
     "Heartbeat",
+    "Marker",
+    "Note",
+    "NoteNotFoundError",
     "Run",
     "RunNotFoundError",
     "RunProcess",
@@ -35,12 +56,19 @@ __all__ = [
     "Store",
     "StoreError",
     "active_runs",
+    "add_note",
     "find_run",
+    "get_marker",
     "last_heartbeat",
+    "list_notes",
     "list_runs",
+    "mark_read",
     "open_store",
     "processes_of_finished_runs",
     "record_heartbeat",
     "register_process",
+    "remove_note",
+    "set_marker",
     "state_dir",
+    "unread_inbox",
 ]
