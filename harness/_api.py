@@ -15,7 +15,7 @@ from aiohttp import web
 
 import mistakes as ml
 from harness._controls import ControlsError, update_controls
-from harness._spec import SpecError, apply_overrides, load_spec, spec_from_mapping
+from harness._spec import SpecError, apply_overrides, load_preset, spec_from_mapping
 from harness._supervisor import LaunchRefused
 from memory import (
     TERMINAL,
@@ -77,9 +77,7 @@ async def _launch(request: web.Request) -> web.Response:
             spec = spec_from_mapping(body["spec"], source="request spec")
             source = str(body.get("source") or "api")
         elif isinstance(body.get("preset"), str):
-            spec, source = load_spec(body["preset"], presets_dir=service.settings.presets_dir)
-            if "/" in body["preset"] or body["preset"].endswith(".toml"):
-                return json_error(400, "'preset' must be a preset name, not a path")
+            spec, source = load_preset(body["preset"], presets_dir=service.settings.presets_dir)
         else:
             return json_error(400, "expected 'spec' (an object) or 'preset' (a name)")
         if overrides:

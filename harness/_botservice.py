@@ -25,7 +25,7 @@ from harness._controls import ControlsError, update_controls
 from harness._format import progress_line
 from harness._overrides import OverrideError, chat_overrides, check_control
 from harness._service import Service
-from harness._spec import SpecError, apply_overrides, list_presets, load_spec
+from harness._spec import SpecError, apply_overrides, list_presets, load_preset
 from harness._supervisor import LaunchRefused
 from memory import TERMINAL, Run, RunNotFoundError, active_runs, find_run, list_runs
 
@@ -87,7 +87,7 @@ class BotService:
             raise CommandError(f"no preset {preset!r} (presets: {known})")
         try:
             items = chat_overrides(overrides)
-            spec, source = load_spec(preset, presets_dir=self.service.settings.presets_dir)
+            spec, source = load_preset(preset, presets_dir=self.service.settings.presets_dir)
             spec = apply_overrides(spec, items, source="override")
         except (OverrideError, SpecError) as exc:
             raise CommandError(str(exc)) from None

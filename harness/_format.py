@@ -56,7 +56,9 @@ def sparkline(values: Sequence[float], width: int = 12) -> str:
     lo, hi = min(points), max(points)
     if hi - lo < 1e-12:
         return _BARS[3] * len(points)
-    return "".join(_BARS[int((v - lo) / (hi - lo) * (len(_BARS) - 1))] for v in points)
+    # halved so that hi - lo cannot overflow to inf (inf / inf is nan, and int(nan) raises)
+    span = hi / 2 - lo / 2
+    return "".join(_BARS[round((v / 2 - lo / 2) / span * (len(_BARS) - 1))] for v in points)
 
 
 def _fmt(v: Any) -> str:

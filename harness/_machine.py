@@ -14,6 +14,7 @@ shell, which decides them before or instead of a machine.
 from __future__ import annotations
 
 import math
+import signal
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -393,8 +394,6 @@ def _gate_dict(r: GateResult) -> dict[str, Any]:
 
 def _describe_code(code: int) -> str:
     if code < 0:
-        import signal
-
         try:
             return f"killed by {signal.Signals(-code).name}"
         except ValueError:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from harness._spec import Gate, WatchConfig
+from harness._tail import as_float
 from mistakes import RULE_LINKS
 
 __all__ = [
@@ -119,13 +120,11 @@ def check_utilisation(
 
 
 def _as_float(v: Any) -> float | None:
-    if isinstance(v, bool):
-        return None
-    if isinstance(v, int | float):
-        return float(v)
-    if isinstance(v, str) and v.strip().lower().lstrip("+-") in ("nan", "inf", "infinity"):
-        return float(v.strip().lower().replace("infinity", "inf"))
-    return None
+    """A number or a non-finite marker ("nan", "inf", "-inf", ...) as a float, else None.
+
+    The tail's parser, so a huge JSON integer reads as inf instead of raising OverflowError.
+    """
+    return as_float(v)
 
 
 def check_nonfinite(record: Mapping[str, Any], cfg: WatchConfig) -> Finding | None:

@@ -4,11 +4,17 @@ A spec is TOML. Unknown keys are errors naming the key and the file; every error
 line: ``echo.toml: watch.min_util: must be between 0 and 1, got 1.5``. Presets are the
 specs shipped in ``harness/presets/`` plus ``*.toml`` in the user's presets folder (the
 user's file wins on a name clash). ``--set key=value`` overrides take dotted keys
-(``watch.min_util=0.5``, ``controls.lr=0.01``, ``steps=200``) with TOML values.
+(``watch.min_util=0.5``, ``controls.lr=0.01``, ``args.steps=200``) with TOML values; a
+word that is not TOML is a string, and keys that hold text (``name``, ``env.*``,
+``gates.*``) take the text as written. Values must be finite numbers; booleans and
+strings are not numbers. :func:`load_preset` only ever reads presets (what chat may
+pick); :func:`load_spec` also takes a path (what the terminal may give).
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import math
 import operator
 import re
 import shutil
@@ -18,9 +24,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from types import NoneType, UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from harness._overrides import TYPED_SPEC_KEYS
 
 __all__ = [
     "Gate",
@@ -30,6 +39,7 @@ __all__ = [
     "apply_overrides",
     "args_to_flags",
     "list_presets",
+    "load_preset",
     "load_spec",
     "parse_gate",
     "resolve_command",
@@ -72,11 +82,15 @@ def parse_gate(metric: str, expr: str) -> Gate:
         threshold = float(m.group(2))
     except ValueError:
         raise ValueError(f"threshold must be a number, got {m.group(2)!r}") from None
+    if not math.isfinite(threshold):
+        raise ValueError(f"threshold must be a finite number, got {m.group(2)!r}")
     return Gate(metric, m.group(1), threshold)
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+    # strict: `min_util = true` or `stall_s = "120"` is a mistake, not a number (an int is
+    # still accepted where a float is expected). No inf/nan: a spec must survive JSON.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class WatchConfig(_Strict):
@@ -111,7 +125,7 @@ class RunSpec(_Strict):
     @field_validator("name")
     @classmethod
     def _name_is_safe(cls, v: str) -> str:
-        if not _NAME_RE.match(v) or ".." in v:
+        if not _NAME_RE.fullmatch(v) or ".." in v:
             raise ValueError(
                 "must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
             )
@@ -121,7 +135,7 @@ class RunSpec(_Strict):
     @classmethod
     def _device_known(cls, v: str) -> str:
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", v):
-            raise ValueError(f"must be auto, cpu, cuda or cuda:N, got {v!r}")
+            raise ValueError("must be auto, cpu, cuda or cuda:N")
         return v
 
     @field_validator("command")
@@ -129,6 +143,27 @@ class RunSpec(_Strict):
     def _command_words(cls, v: list[str]) -> list[str]:
         if not v[0].strip():
             raise ValueError("the first word (the program) is empty")
+        return v
+
+    @field_validator("args", mode="before")
+    @classmethod
+    def _args_scalar(cls, v: Any) -> Any:
+        if isinstance(v, Mapping):
+            for key, value in v.items():
+                if not isinstance(value, str | int | float | bool):
+                    raise ValueError(
+                        f"{key}: expected a string, number or boolean, got {type(value).__name__}"
+                    )
+        return v
+
+    @field_validator("controls", mode="before")
+    @classmethod
+    def _controls_json(cls, v: Any) -> Any:
+        if isinstance(v, Mapping):
+            for key, value in v.items():
+                bad = _not_json(value)
+                if bad:
+                    raise ValueError(f"{key}: {bad}")
         return v
 
     @field_validator("gates")
@@ -147,6 +182,19 @@ class RunSpec(_Strict):
         return [parse_gate(k, v) for k, v in self.gates.items()]
 
 
+def _not_json(value: Any) -> str | None:
+    """Why ``value`` cannot go into controls.json (TOML dates, inf/nan), or None."""
+    if isinstance(value, dt.date | dt.time):
+        return "dates and times are not allowed (quote the value to pass text)"
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"must be a finite number, got {value}"
+    if isinstance(value, Mapping):
+        return next((f"{k}: {b}" for k, x in value.items() if (b := _not_json(x))), None)
+    if isinstance(value, list):
+        return next((b for x in value if (b := _not_json(x))), None)
+    return None
+
+
 def _describe(exc: ValidationError, source: str) -> SpecError:
     err = exc.errors()[0]
     loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
@@ -158,7 +206,12 @@ def _describe(exc: ValidationError, source: str) -> SpecError:
     else:
         got = err.get("input")
         text = str(err["msg"]).removeprefix("Value error, ")
-        shown = "" if isinstance(got, dict | list) else f" (got {got!r})"
+        if isinstance(got, dict | list) and kind == "value_error":
+            shown = ""  # our validators name the entry that is wrong
+        elif isinstance(got, dict | list):
+            shown = f" (got a {'table' if isinstance(got, dict) else 'list'})"
+        else:
+            shown = f" (got {got!r})"
         msg = f"{source}: {loc}: {text}{shown}"
     more = len(exc.errors()) - 1
     return SpecError(msg + (f"; and {more} more problem{'s' * (more > 1)}" if more else ""))
@@ -176,6 +229,10 @@ def _read_toml(path: Path) -> dict[str, Any]:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise SpecError(f"{path}: no such spec file") from None
+    except IsADirectoryError:
+        raise SpecError(f"{path}: is a directory, not a spec file") from None
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read ({exc.strerror})") from None
     except UnicodeDecodeError:
         raise SpecError(f"{path}: not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
@@ -200,11 +257,21 @@ def list_presets(presets_dir: Path | None) -> dict[str, str]:
 
 
 def load_spec(ref: str, *, presets_dir: Path | None = None) -> tuple[RunSpec, str]:
-    """A spec from a ``.toml`` path or a preset name; returns it with its source label."""
+    """A spec from a ``.toml`` path or a preset name; returns it with its source label.
+
+    For the terminal only: a path can name any file. Chat must use :func:`load_preset`.
+    """
     path = Path(ref)
-    if ref.endswith(".toml") or path.exists():
+    if ref.endswith(".toml") or path.is_file():
         return spec_from_mapping(_read_toml(path), source=str(path)), str(path)
-    if presets_dir is not None and (presets_dir / f"{ref}.toml").is_file():
+    return load_preset(ref, presets_dir=presets_dir)
+
+
+def load_preset(name: str, *, presets_dir: Path | None = None) -> tuple[RunSpec, str]:
+    """A preset by name (the user's folder first, then the built-ins); never a path."""
+    ref = name
+    where = list_presets(presets_dir).get(ref)
+    if presets_dir is not None and where not in (None, "built-in"):
         user = presets_dir / f"{ref}.toml"
         return spec_from_mapping(_read_toml(user), source=str(user)), str(user)
     builtin = _builtin_presets()
@@ -216,6 +283,14 @@ def load_spec(ref: str, *, presets_dir: Path | None = None) -> tuple[RunSpec, st
         return spec_from_mapping(data, source=f"preset {ref}"), f"preset {ref}"
     known = ", ".join(list_presets(presets_dir)) or "none"
     raise SpecError(f"no spec file or preset named {ref!r} (presets: {known})")
+
+
+def _wants_text(annotation: Any) -> bool:
+    """True for ``str`` and ``str | None`` fields: an override's text is taken as written."""
+    return annotation is str or (
+        get_origin(annotation) in (Union, UnionType)
+        and set(get_args(annotation)) == {str, NoneType}
+    )
 
 
 def _parse_value(raw: str) -> Any:
@@ -236,18 +311,33 @@ def apply_overrides(spec: RunSpec, overrides: Sequence[str], *, source: str = "-
         parts = key.split(".")
         node: Any = data
         model: Any = RunSpec
+        text_values = False  # inside env/gates: every value is text
         for i, part in enumerate(parts):
             last = i == len(parts) - 1
             free_table = model is None  # inside controls/gates/env: any key
             if not free_table and part not in model.model_fields:
                 raise SpecError(f"{source}: unknown key {key!r}")
             if last:
-                node[part] = _parse_value(raw)
+                value = _parse_value(raw)
+                as_text = (
+                    text_values if free_table else _wants_text(model.model_fields[part].annotation)
+                )
+                if as_text and not isinstance(value, str):
+                    value = raw.strip()
+                rule = TYPED_SPEC_KEYS.get(key)
+                if rule is not None:  # the same value rules as chat overrides
+                    try:
+                        value = rule(value)
+                    except ValueError as exc:
+                        raise SpecError(f"{source}: {key}: {exc}") from None
+                node[part] = value
                 break
             if not isinstance(node.get(part), dict):
                 raise SpecError(f"{source}: {'.'.join(parts[: i + 1])!r} is not a table")
             annotation = None if free_table else model.model_fields[part].annotation
             is_model = isinstance(annotation, type) and issubclass(annotation, BaseModel)
+            if not free_table and not is_model:
+                text_values = get_origin(annotation) is dict and get_args(annotation)[1] is str
             model = annotation if is_model else None
             node = node[part]
     return spec_from_mapping(data, source=source)

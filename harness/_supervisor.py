@@ -109,6 +109,14 @@ def _tail_text(path: Path, limit: int = STDERR_TAIL_BYTES) -> str:
         return ""
 
 
+def _recorded_exit(run_dir: Path) -> int | None:
+    """The command's exit status as its wrapper wrote it (negative: killed by a signal)."""
+    try:
+        return int(json.loads((run_dir / "exit.json").read_text(encoding="utf-8"))["code"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 @dataclass(frozen=True)
 class CheckItem:
     """One line of the pre-launch checklist (``harness check`` prints these)."""
@@ -466,17 +474,22 @@ class Supervisor:
         await self._db(self._set, run_id, abort_requested=reason, abort_by=by)
 
     def _exit_code(self, job: _Job) -> tuple[bool, int | None]:
-        """(exited, code). Our own child: waitpid; an adopted job: its wrapper's exit file."""
+        """(exited, code). The code is the command's, from its wrapper's exit file.
+
+        Our own child is also waited for, and its status is the fallback when the wrapper
+        could not write the file. The file comes first because the wrapper cannot die of
+        the command's signal: a command killed by SIGKILL is -9 there but 137 as the
+        wrapper's status, and an adopted job has only the file.
+        """
         if job.popen is not None:
             code = job.popen.poll()
-            return code is not None, code
+            if code is None:
+                return False, None
+            recorded = _recorded_exit(job.run_dir)
+            return True, code if recorded is None else recorded
         if _procs.is_ours(job.record):
             return False, None
-        try:
-            data = json.loads((job.run_dir / "exit.json").read_text(encoding="utf-8"))
-            return True, int(data["code"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return True, None
+        return True, _recorded_exit(job.run_dir)
 
     async def _watch(self, job: _Job) -> Run:
         spec, loop = job.spec, asyncio.get_running_loop()
@@ -502,8 +515,16 @@ class Supervisor:
                 exited, code = await asyncio.to_thread(self._exit_code, job)
                 if exited:
                     batch = await asyncio.to_thread(tail.read_new)  # the last lines
-                    if batch.records:
-                        acts += machine.handle(MetricLines(now, batch.records))
+                    if batch.records or batch.garbage or batch.oversized:
+                        acts += machine.handle(
+                            MetricLines(
+                                now,
+                                batch.records,
+                                batch.garbage,
+                                batch.oversized,
+                                batch.first_garbage,
+                            )
+                        )
                     stderr = await asyncio.to_thread(_tail_text, job.run_dir / "stderr.log")
                     acts += machine.handle(Exited(now, code, stderr))
                 elif now >= next_sample:
@@ -623,10 +644,7 @@ class Supervisor:
                 if alive:
                     row.supervisor_pid, row.supervisor_create_time = pid, ctime
                 else:
-                    exit_file = Path(row.run_dir) / "exit.json"
-                    code = None
-                    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-                        code = int(json.loads(exit_file.read_text())["code"])
+                    code = _recorded_exit(Path(row.run_dir))
                     row.status, row.ended_at, row.exit_code = "lost", time.time(), code
                     row.summary = "lost: the job ended while no supervisor watched it" + (
                         f" (exit code {code})" if code is not None else ""

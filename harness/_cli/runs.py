@@ -15,7 +15,7 @@ from harness._cli.common import emit_json, fmt_time, settings_for
 from harness._config import Settings
 from harness._daemon import DaemonInfo
 from harness._format import duration, progress_line
-from harness._spec import RunSpec, apply_overrides, list_presets, load_spec
+from harness._spec import RunSpec, apply_overrides, list_presets, load_spec, resolve_command
 from harness._supervisor import (
     LaunchRefused,
     Supervisor,
@@ -90,24 +90,35 @@ async def _foreground(settings: Settings, spec: RunSpec, source: str) -> int:
     service = Service(settings, store, service_config(settings), echo=printer.message)
     sup = service.supervisor
     loop = asyncio.get_running_loop()
+    pending: set[asyncio.Task[None]] = set()
+    started: list[str] = []  # the run id once the job runs
+    interrupted: list[bool] = []
+
+    def request_abort() -> None:
+        pending.add(
+            loop.create_task(sup.request_abort(started[0], "Ctrl-C at the terminal", by="terminal"))
+        )
+
+    def on_interrupt() -> None:
+        printer.message("Ctrl-C: aborting the run cleanly (SIGINT, then SIGTERM, SIGKILL)")
+        interrupted.append(True)
+        if started:
+            request_abort()
+
+    # Installed before the launch: a Ctrl-C while the job starts must not kill this process
+    # and leave the job running unwatched; the run is aborted as soon as it has an id.
+    loop.add_signal_handler(signal.SIGINT, on_interrupt)
+    loop.add_signal_handler(signal.SIGTERM, on_interrupt)
     try:
         await service.start()
         try:
             run_id = await sup.launch(spec, source=source)
         except LaunchRefused:
             return EXIT_FAILURE
+        started.append(run_id)
         printer.message(f"{spec.name}: started {run_id} (logs: harness logs {run_id})")
-
-        pending: set[asyncio.Task[None]] = set()
-
-        def on_interrupt() -> None:
-            printer.message("Ctrl-C: aborting the run cleanly (SIGINT, then SIGTERM, SIGKILL)")
-            pending.add(
-                loop.create_task(sup.request_abort(run_id, "Ctrl-C at the terminal", by="terminal"))
-            )
-
-        loop.add_signal_handler(signal.SIGINT, on_interrupt)
-        loop.add_signal_handler(signal.SIGTERM, on_interrupt)
+        if interrupted:
+            request_abort()
         waiter = asyncio.ensure_future(sup.wait(run_id))
         key = spec.key_metric or (spec.parsed_gates()[0].metric if spec.gates else None)
         while not waiter.done():
@@ -169,6 +180,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     settings = settings_for(args)
     spec, source = _spec(args, settings)
+    # A program that does not exist is bad input: one line and exit 2, no run recorded.
+    resolve_command(spec.command, run_dir=settings.runs_dir)
     info = daemon_info(settings.state_dir)
     if info is not None and not args.foreground:
         return _follow_daemon(settings, spec, source, info)
