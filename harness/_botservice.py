@@ -161,8 +161,16 @@ class BotService:
         def rows() -> list[IncidentView]:
             with self.store.read() as s:
                 return [
-                    IncidentView(i.id or 0, i.ts, i.run_id, i.rule, i.mistake_id, i.severity,
-                                 i.summary, i.resolved)
+                    IncidentView(
+                        i.id or 0,
+                        i.ts,
+                        i.run_id,
+                        i.rule,
+                        i.mistake_id,
+                        i.severity,
+                        i.summary,
+                        i.resolved,
+                    )
                     for i in ml.list_incidents(session=s, run_id=run_id, limit=limit)
                 ]
 

@@ -89,8 +89,9 @@ async def wait_status(real: BotService, run_id: str, want: tuple[str, ...]) -> R
 async def test_start_status_controls_abort_through_discord(tree: Tree, real: BotService) -> None:
     events: list[str] = []
     start = make_interaction(events)
-    await command(tree, "run start").callback(start.interaction, preset="quick",
-                                               overrides="steps=300 lr=0.002")
+    await command(tree, "run start").callback(
+        start.interaction, preset="quick", overrides="steps=300 lr=0.002"
+    )
     [run] = runs(real)
     assert "quick" in (start.embed().title or "") and run.id in (start.embed().title or "")
     row = await wait_status(real, run.id, ("running",))
@@ -101,8 +102,9 @@ async def test_start_status_controls_abort_through_discord(tree: Tree, real: Bot
     assert run.id in (status.embed().title or "")
 
     ctl = make_interaction(events)
-    await command(tree, "controls set").callback(ctl.interaction, run=run.id, key="lr",
-                                                 value="0.01")
+    await command(tree, "controls set").callback(
+        ctl.interaction, run=run.id, key="lr", value="0.01"
+    )
     controls = json.loads((Path(row.run_dir) / "controls.json").read_text())
     assert controls["lr"] == 0.01
     # the job applies it and reports it in its metrics
