@@ -19,13 +19,16 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import psutil
 
 import mistakes as ml
-from harness._config import Settings
+from harness._config import ConfigError, Settings
 from harness._service import Echo, Service, ServiceConfig
+
+if TYPE_CHECKING:  # discord.py is imported only when the bot runs: idle RSS stays small
+    from bot import BotConfig
 
 __all__ = ["AlreadyRunningError", "DaemonInfo", "daemon_info", "serve_forever"]
 
@@ -80,6 +83,60 @@ def _lock(state_dir: Path) -> Iterator[IO[str]]:
         f.close()
 
 
+def bot_config(settings: Settings) -> BotConfig:
+    """``[discord]`` allow-lists: user and role ids for mutating (and optionally read) commands."""
+    from bot import BotConfig
+
+    table = settings.raw.get("discord", {})
+    table = table if isinstance(table, dict) else {}
+    source = str(settings.config_path or "harness.toml")
+
+    def ids(key: str) -> frozenset[int] | None:
+        value = table.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, list) or not all(
+            isinstance(v, int | str) and str(v).isdigit() for v in value
+        ):
+            raise ConfigError(f"{source}: discord.{key}: expected a list of Discord ids")
+        return frozenset(int(v) for v in value)
+
+    guild = table.get("guild_id")
+    if guild is not None and not str(guild).isdigit():
+        raise ConfigError(f"{source}: discord.guild_id: expected a Discord id, got {guild!r}")
+    try:
+        return BotConfig(
+            allow_users=ids("allow_users") or frozenset(),
+            allow_roles=ids("allow_roles") or frozenset(),
+            read_users=ids("read_users"),
+            read_roles=ids("read_roles"),
+            guild_id=int(guild) if guild is not None else None,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"{source}: discord: {exc}") from None
+
+
+def _start_bot(settings: Settings, service: Service, echo: Echo) -> asyncio.Task[None] | None:
+    """The Discord bot, in this loop, when ``HARNESS_DISCORD_TOKEN`` is set."""
+    if settings.discord_token is None:
+        return None
+    from bot import run_bot
+    from harness._botservice import BotService
+
+    config = bot_config(settings)
+    if not config.allow_users and not config.allow_roles:
+        echo(
+            "Discord bot: no [discord] allow_users/allow_roles: every mutating command will "
+            "be refused",
+            True,
+        )
+    token = settings.discord_token.get_secret_value()
+    echo("Discord bot: connecting (commands are synced only by `harness bot sync`)", False)
+    return asyncio.get_running_loop().create_task(
+        run_bot(BotService(service), token, config), name="discord bot"
+    )
+
+
 async def serve_forever(
     settings: Settings, config: ServiceConfig, *, echo: Echo, ready: asyncio.Event | None = None
 ) -> int:
@@ -92,8 +149,10 @@ async def serve_forever(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         info_path = settings.state_dir / INFO_FILE
+        bot_task: asyncio.Task[None] | None = None
         try:
             await service.start(api=True, adopt=True)
+            bot_task = _start_bot(settings, service, echo)
             me = psutil.Process()
             info = {
                 "pid": me.pid,
@@ -117,6 +176,10 @@ async def serve_forever(
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
+            if bot_task is not None:
+                bot_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await bot_task
             await service.stop()
             with contextlib.suppress(FileNotFoundError):
                 info_path.unlink()

@@ -247,7 +247,10 @@ def preflight_checks(
         CheckItem(
             "RAM headroom",
             ram.level == "ok",
-            f"{ram.summary} (minimum {spec.watch.min_ram_free_gb:g} GB)",
+            # A failing summary already names the minimum.
+            ram.summary
+            if ram.level != "ok"
+            else f"{ram.summary} (minimum {spec.watch.min_ram_free_gb:g} GB)",
             "ram_headroom",
             ml.RULE_LINKS["ram_headroom"],
         )

@@ -148,6 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
     _json(p)
     _cmd(sub, "heartbeat", f"{srv}:cmd_heartbeat", "send a heartbeat now")
     _cmd(sub, "token", f"{srv}:cmd_token", "print the API bearer token (created on first use)")
+    b = sub.add_parser("bot", help="the Discord bot", description="The Discord bot.")
+    bsub = b.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser, required=True)
+    p = _cmd(bsub, "sync", f"{srv}:cmd_bot_sync", "register the slash commands with Discord")
+    p.add_argument("--guild", type=int, metavar="ID", help="sync to one guild (instant)")
 
     # memory: notes, standing orders, the inbox, the briefing ---------------------------------
     mem = "harness._cli.memory"

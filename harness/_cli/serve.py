@@ -128,3 +128,22 @@ def cmd_heartbeat(args: argparse.Namespace) -> int:
         except DaemonError as exc:
             raise UsageError(str(exc)) from None
     return EXIT_OK
+
+
+def cmd_bot_sync(args: argparse.Namespace) -> int:
+    """Register the slash commands with Discord: globally, or in one guild (instant)."""
+    from bot import BotError, sync_commands
+
+    settings = settings_for(args)
+    if settings.discord_token is None:
+        raise UsageError("set HARNESS_DISCORD_TOKEN to the bot's token first")
+    try:
+        names = asyncio.run(
+            sync_commands(settings.discord_token.get_secret_value(), guild_id=args.guild)
+        )
+    except BotError as exc:
+        print(f"harness: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    where = f"guild {args.guild}" if args.guild else "globally (may take up to an hour to show)"
+    print(f"synced {len(names)} commands {where}: {', '.join(sorted(names))}")
+    return EXIT_OK
