@@ -91,15 +91,36 @@ def _add128(
 
 
 def _expand_echo(free: np.ndarray) -> np.ndarray:
+    """A random block repeated 8 times, then the next random block.
+
+    7 of 8 transitions copy the current position; 1 of 8 is a fresh random block.
+    Copying needs only the current position, so it is available even at window
+    position 0, and it is optimal whether or not the window reveals the group phase
+    (where the next position is random, every guess scores 0.5). With uniform window
+    offsets each target is a new block with probability 1/8, at every window
+    position: ceiling 7/8 * 1 + 1/8 * 0.5 = 0.9375 exactly, for any seq_len.
+    min_seq_len 9 so that every window shows a change of block, i.e. the period.
+    """
     return np.repeat(free, 8, axis=1)
 
 
 def _expand_not(free: np.ndarray) -> np.ndarray:
+    """A random block, then its bitwise complement, alternating for 8 positions.
+
+    B, ~B, B, ~B, B, ~B, B, ~B, then a new random block. 7 of 8 transitions are
+    "complement the current position", 1 of 8 is random: ceiling
+    7/8 + 1/8 * 0.5 = 0.9375 at every window position.
+    """
     flip = np.array([0x00, 0xFF] * 4, dtype=np.uint8)[None, :, None]  # odd phases inverted
     return np.repeat(free, 8, axis=1) ^ flip
 
 
 def _expand_shift(free: np.ndarray) -> np.ndarray:
+    """A random block rotated right by one bit per position, 16 rotations.
+
+    15 of 16 transitions are "rotate the current position by one bit", 1 of 16 is
+    a new random block: ceiling 15/16 + 1/16 * 0.5 = 0.96875 at every position.
+    """
     bits = np.unpackbits(free[:, 0], axis=-1)  # (m, 128), MSB of byte 0 first
     # phase r is the block rotated right by r bits: bit k of phase r is bit k-r of phase 0
     src = (np.arange(128)[None, :] - np.arange(16)[:, None]) % 128  # (16, 128)
@@ -107,6 +128,13 @@ def _expand_shift(free: np.ndarray) -> np.ndarray:
 
 
 def _expand_count(free: np.ndarray) -> np.ndarray:
+    """A 128-bit big-endian counter, +1 per position, random start every 64.
+
+    Within a segment the next value is the current one plus one (mod 2**128),
+    fully predictable from the current position alone, so a visible start is not
+    needed. The only unpredictable transition is into a new segment's random
+    start, 1 of 64: ceiling 63/64 + 1/64 * 0.5 = 0.9921875 at every position.
+    """
     hi, lo = _u128(free[:, 0])
     k = np.arange(64, dtype=np.uint64)[None, :]
     zero = np.zeros_like(k)
@@ -115,12 +143,26 @@ def _expand_count(free: np.ndarray) -> np.ndarray:
 
 
 def _expand_xor(free: np.ndarray) -> np.ndarray:
+    """x[k] = x[k-1] XOR x[k-2] from two random blocks, new pair every 32.
+
+    2 of 32 transitions land on a random block (0.5). The others need the two
+    previous positions, which window position 0 does not have: given x[k] alone,
+    x[k-1] is uniform and independent of it (the pair is a bijection of the two
+    random blocks), so x[k] XOR x[k-1] is uniform and position 0 scores 0.5.
+    ceiling(S) = (0.5 + (S-1) * (1 - 2/64)) / S, e.g. 0.95410 for S = 32.
+    """
     # x[k] = x[k-1] ^ x[k-2] has period 3: x0, x1, x0^x1, x0, x1, ...
     cycle = np.stack([free[:, 0], free[:, 1], free[:, 0] ^ free[:, 1]], axis=1)
     return np.tile(cycle, (1, 11, 1))[:, :32]
 
 
 def _expand_fib(free: np.ndarray) -> np.ndarray:
+    """x[k] = x[k-1] + x[k-2] mod 2**128 from two random blocks, new pair every 32.
+
+    The same structure as ``xor`` with carries: x[k] + (uniform x[k-1]) is uniform,
+    so window position 0 scores 0.5 and ceiling(S) = (0.5 + (S-1) * 31/32) / S.
+    Far harder to learn than xor (128-bit carry chains).
+    """
     prev, cur = _u128(free[:, 0]), _u128(free[:, 1])
     out = [free[:, 0], free[:, 1]]
     for _ in range(30):
@@ -138,8 +180,11 @@ class Task:
     free: int  # random positions at the start of each group
     order: int  # previous positions the rule needs to give the next one
     min_seq_len: int  # shortest window in which the whole pattern is visible
-    expand: Callable[[np.ndarray], np.ndarray]
-    doc: str
+    expand: Callable[[np.ndarray], np.ndarray]  # its docstring derives the ceiling
+
+    @property
+    def doc(self) -> str:
+        return self.expand.__doc__ or ""
 
     def ceiling(self, seq_len: int) -> float:
         """Best achievable average bit accuracy over all positions of a window."""
@@ -151,87 +196,12 @@ class Task:
 TASKS: dict[str, Task] = {
     t.name: t
     for t in [
-        Task(
-            "echo",
-            group=8,
-            free=1,
-            order=1,
-            min_seq_len=9,
-            expand=_expand_echo,
-            doc="""A random block repeated 8 times, then the next random block.
-
-            7 of 8 transitions copy the current position; 1 of 8 is a fresh random block.
-            Copying is optimal at every window position (it needs only the current
-            position), so the ceiling is 7/8 * 1 + 1/8 * 0.5 = 0.9375 for any seq_len.
-            min_seq_len 9 so that a window always contains a change of block.""",
-        ),
-        Task(
-            "not",
-            group=8,
-            free=1,
-            order=1,
-            min_seq_len=9,
-            expand=_expand_not,
-            doc="""A random block, then its bitwise complement, alternating for 8 positions.
-
-            B, ~B, B, ~B, B, ~B, B, ~B, then a new random block. 7 of 8 transitions are
-            "complement the current position", 1 of 8 is random: ceiling
-            7/8 + 1/8 * 0.5 = 0.9375 at every window position.""",
-        ),
-        Task(
-            "shift",
-            group=16,
-            free=1,
-            order=1,
-            min_seq_len=17,
-            expand=_expand_shift,
-            doc="""A random block rotated right by one bit per position, 16 rotations.
-
-            15 of 16 transitions are "rotate the current position by one bit", 1 of 16 is
-            a new random block: ceiling 15/16 + 1/16 * 0.5 = 0.96875 at every position.""",
-        ),
-        Task(
-            "count",
-            group=64,
-            free=1,
-            order=1,
-            min_seq_len=2,
-            expand=_expand_count,
-            doc="""A 128-bit big-endian counter, +1 per position, random start every 64.
-
-            Within a segment the next value is the current one plus one (mod 2**128),
-            fully predictable from the current position alone, so a visible start is not
-            needed. The only unpredictable transition is into a new segment's random
-            start, 1 of 64: ceiling 63/64 + 1/64 * 0.5 = 0.9921875 at every position.""",
-        ),
-        Task(
-            "xor",
-            group=32,
-            free=2,
-            order=2,
-            min_seq_len=4,
-            expand=_expand_xor,
-            doc="""x[k] = x[k-1] XOR x[k-2] from two random blocks, new pair every 32.
-
-            2 of 32 transitions land on a random block (0.5). The others need the two
-            previous positions, which window position 0 does not have: given x[k] alone,
-            x[k-1] is uniform and independent of it (the pair is a bijection of the two
-            random blocks), so x[k] XOR x[k-1] is uniform and position 0 scores 0.5.
-            ceiling(S) = (0.5 + (S-1) * (1 - 2/64)) / S, e.g. 0.95410 for S = 32.""",
-        ),
-        Task(
-            "fib",
-            group=32,
-            free=2,
-            order=2,
-            min_seq_len=4,
-            expand=_expand_fib,
-            doc="""x[k] = x[k-1] + x[k-2] mod 2**128 from two random blocks, new pair every 32.
-
-            The same structure as ``xor`` with carries: x[k] + (uniform x[k-1]) is uniform,
-            so window position 0 scores 0.5 and ceiling(S) = (0.5 + (S-1) * 31/32) / S.
-            Far harder to learn than xor (128-bit carry chains).""",
-        ),
+        Task("echo", group=8, free=1, order=1, min_seq_len=9, expand=_expand_echo),
+        Task("not", group=8, free=1, order=1, min_seq_len=9, expand=_expand_not),
+        Task("shift", group=16, free=1, order=1, min_seq_len=17, expand=_expand_shift),
+        Task("count", group=64, free=1, order=1, min_seq_len=2, expand=_expand_count),
+        Task("xor", group=32, free=2, order=2, min_seq_len=4, expand=_expand_xor),
+        Task("fib", group=32, free=2, order=2, min_seq_len=4, expand=_expand_fib),
     ]
 }
 

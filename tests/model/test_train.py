@@ -20,6 +20,7 @@ from model.train import main, validate_control
 
 TINY = ["--d-model", "32", "--layers", "1", "--heads", "2", "--batch", "16", "--seq-len", "16"]
 TINY += ["--eval-windows", "64", "--warmup", "5", "--lr", "0.01"]
+TINY += ["--threads", "1"]  # a tiny model gains nothing from more; robust on a busy machine
 REPO = Path(__file__).resolve().parents[2]
 
 
