@@ -72,6 +72,9 @@ class ProbeSample:
     gpu_busy: float | None = None  # SM activity, else utilisation, of the job's GPUs
     vram_used: int | None = None
     vram_total: int | None = None
+    # the share of the CPU time the job could have had that it used (the probe's
+    # available_util): what the utilisation rule judges a CPU job by
+    cpu_available: float | None = None
 
 
 @dataclass(frozen=True)
@@ -296,7 +299,8 @@ class RunMachine:
         p = self.progress
         p.cpu_util, p.gpu_busy = ev.cpu_util, ev.gpu_busy
         p.ram_available, p.vram_used, p.vram_total = ev.ram_available, ev.vram_used, ev.vram_total
-        util = ev.gpu_busy if self.device.startswith("cuda") else ev.cpu_util
+        cpu = ev.cpu_available if ev.cpu_available is not None else ev.cpu_util
+        util = ev.gpu_busy if self.device.startswith("cuda") else cpu
         self._samples.append(UtilSample(ev.t, util, p.phase))
         horizon = ev.t - self.cfg.util_window_s - 2 * self.cfg.sample_every_s
         while self._samples and self._samples[0].t < horizon:

@@ -71,7 +71,16 @@ TAIL_EVERY_S = 0.2
 CONTROL_EVERY_S = 0.5
 PROGRESS_EVERY_S = 2.0
 STDERR_TAIL_BYTES = 4096
-_CHECK_LINE = re.compile(r"^\s*(PASS|FAIL)\b[\s:]*([A-Za-z_][\w-]*)?[\s:]*(.*)$")
+# The preflight protocol: one line per check, "PASS name: evidence" or "FAIL name: evidence".
+_CHECK_LINE = re.compile(r"^\s*(PASS|FAIL)\s+([^:]{1,60}):\s*(.*)$")
+#: check names a preflight command may print -> the rule (and so the mistakes) they enforce
+CHECK_RULES = {
+    "gradient flow": "gradient_flow",
+    "gradient_flow": "gradient_flow",
+    "seq_len": "input_coverage",
+    "input coverage": "input_coverage",
+    "input_coverage": "input_coverage",
+}
 
 NotifyFn = Callable[[str, bool], None]
 
@@ -169,11 +178,12 @@ def _preflight_command(
     items = []
     for line in (proc.stdout + "\n" + proc.stderr).splitlines():
         m = _CHECK_LINE.match(line)
-        if m and m.group(2):
-            rule = m.group(2) if m.group(2) in ml.RULE_LINKS else "preflight"
+        if m:
+            name = m.group(2).strip()
+            rule = CHECK_RULES.get(name.lower(), name if name in ml.RULE_LINKS else "preflight")
             items.append(
                 CheckItem(
-                    m.group(2),
+                    name,
                     m.group(1) == "PASS",
                     m.group(3).strip(),
                     rule,
@@ -464,10 +474,22 @@ class Supervisor:
         )
 
     async def wait(self, run_id: str) -> Run:
+        """The run once it has ended; KeyError for a run not watched here and not over.
+
+        A run that ended before the call (its job is no longer tracked) is read back from
+        the database, which holds its final row by then.
+        """
         job = self._jobs.get(run_id)
         if job is None or job.task is None:
+            row = await self._db(self._get, run_id)
+            if row is not None and row.status in TERMINAL:
+                return row
             raise KeyError(run_id)
         return await asyncio.shield(job.task)
+
+    def _get(self, run_id: str) -> Run | None:
+        with self.store.read() as s:
+            return s.get(Run, run_id)
 
     def running(self) -> list[str]:
         return [r for r, j in self._jobs.items() if j.task is not None and not j.task.done()]
@@ -562,7 +584,9 @@ class Supervisor:
                 pids = [p.pid for p in process_tree(job.record.pid)]
                 g = gpu.sample(pids)
                 busy, vram, vtotal = g.busy, g.mem_used_bytes, g.mem_total_bytes
-            return ProbeSample(now, c.util, ram.available_bytes, busy, vram, vtotal)
+            return ProbeSample(
+                now, c.util, ram.available_bytes, busy, vram, vtotal, c.available_util
+            )
 
         return await asyncio.to_thread(probe)
 

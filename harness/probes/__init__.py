@@ -6,7 +6,7 @@ to None rather than raising when a figure cannot be read.
 
 from __future__ import annotations
 
-from harness.probes._cpu import CpuProbe, CpuSample, process_tree
+from harness.probes._cpu import CpuProbe, CpuSample, process_tree, usable_cpus
 from harness.probes._gpu import DeviceSample, GpuProbe, GpuSample
 from harness.probes._ram import RamSample, read_ram
 
@@ -19,4 +19,5 @@ __all__ = [
     "RamSample",
     "process_tree",
     "read_ram",
+    "usable_cpus",
 ]

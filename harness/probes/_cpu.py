@@ -15,13 +15,23 @@ sample is not counted as 0 by mistake:
 
 ``rss_bytes`` adds up resident memory over the tree, so pages shared between processes
 (fork-inherited, shared memory) are counted once per process: an upper bound.
+
+"The machine" is the CPUs the job may run on: the process's CPU affinity, capped by a
+cgroup CPU quota (``cpu.max``) where one is set, so a container limited to 2 CPUs on a
+64-core host is judged against 2. ``idle`` is the share of those CPUs that stayed idle
+(idle + iowait) over the interval, and ``available_util`` = util / (util + idle) is the
+share of the CPU time the job *could* have had that it used: one busy thread on an idle
+2-core machine reads 0.5, and a job sharing a saturated machine with others reads 1.0
+(it is starved, not wasteful). The utilisation rule decides on ``available_util``.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import psutil
 
@@ -41,6 +51,55 @@ class CpuSample:
     util: float | None
     nprocs: int
     rss_bytes: int
+    idle: float | None = None  # share of the job's CPUs left idle over the interval
+
+    @property
+    def available_util(self) -> float | None:
+        """The share of the CPU time the job could have had that it used (see module doc)."""
+        if self.util is None:
+            return None
+        if self.idle is None:
+            return self.util
+        room = self.util + self.idle
+        return 1.0 if room <= 1e-9 else min(1.0, self.util / room)
+
+
+def usable_cpus(root: Path = Path("/")) -> tuple[list[int] | None, float]:
+    """(CPU ids the process may run on or None when unknown, how many cores it may use)."""
+    try:
+        ids: list[int] | None = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        ids = None
+    cores = float(len(ids)) if ids else float(psutil.cpu_count() or 1)
+    try:
+        rel = ""
+        for line in (root / "proc/self/cgroup").read_text().splitlines():
+            if line.startswith("0::"):
+                rel = line[3:].strip().lstrip("/")
+        d = root / "sys/fs/cgroup" / rel
+        while True:
+            quota, _, period = (d / "cpu.max").read_text().partition(" ")
+            if quota != "max" and float(period) > 0:
+                cores = min(cores, float(quota) / float(period))
+            if d == root / "sys/fs/cgroup" or d.parent == d:
+                break
+            d = d.parent
+    except (OSError, ValueError):
+        pass
+    return ids, max(cores, 0.01)
+
+
+def _idle_and_total(ids: list[int] | None) -> tuple[float, float]:
+    per = psutil.cpu_times(percpu=True)
+    chosen = [per[i] for i in ids if i < len(per)] if ids else per
+    idle = total = 0.0
+    for t in chosen:
+        fields = t._asdict()
+        # guest time is already inside user time on Linux
+        busy_and_idle = sum(v for k, v in fields.items() if k not in ("guest", "guest_nice"))
+        total += busy_and_idle
+        idle += fields.get("idle", 0.0) + fields.get("iowait", 0.0)
+    return idle, total
 
 
 def process_tree(pid: int) -> list[psutil.Process]:
@@ -80,20 +139,22 @@ class CpuProbe:
         self,
         tree: Callable[[], Iterable[psutil.Process]],
         *,
-        ncores: int | None = None,
+        ncores: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if ncores is not None and ncores < 1:
             raise ValueError(f"ncores must be >= 1, got {ncores}")
         self._tree = tree
-        self._ncores = ncores or psutil.cpu_count() or 1
+        self._cpu_ids, usable = usable_cpus()
+        self._ncores = ncores or usable
         self._clock = clock
+        self._sys: tuple[float, float] | None = None
         self._last_t: float | None = None
         self._last_boot_s = 0.0
         self._cpu: dict[_Key, float] = {}
 
     @property
-    def ncores(self) -> int:
+    def ncores(self) -> float:
         return self._ncores
 
     def sample(self) -> CpuSample:
@@ -130,7 +191,16 @@ class CpuProbe:
         util: float | None = None
         if self._last_t is not None and t > self._last_t:
             util = busy_s / ((t - self._last_t) * self._ncores)
+        idle: float | None = None
+        try:
+            sys_now = _idle_and_total(self._cpu_ids)
+        except (OSError, psutil.Error):
+            sys_now = None
+        if sys_now is not None and self._sys is not None and sys_now[1] > self._sys[1]:
+            idle = (sys_now[0] - self._sys[0]) / (sys_now[1] - self._sys[1])
+            idle = min(max(idle, 0.0), 1.0)
+        self._sys = sys_now
         self._cpu = cpu
         self._last_t = t
         self._last_boot_s = now_boot_s
-        return CpuSample(t=t, util=util, nprocs=len(cpu), rss_bytes=rss)
+        return CpuSample(t=t, util=util, nprocs=len(cpu), rss_bytes=rss, idle=idle)

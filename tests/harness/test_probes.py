@@ -72,6 +72,7 @@ def test_public_api() -> None:
             "RamSample",
             "process_tree",
             "read_ram",
+            "usable_cpus",
         ]
     )
 
@@ -658,3 +659,42 @@ def test_close_frees_gpm_and_shuts_down_once() -> None:
     assert fake.shutdowns == 1
     assert fake.freed == 2
     assert probe.unavailable_reason == "probe closed"
+
+
+def test_available_util_counts_only_what_the_job_could_have_had() -> None:
+    from harness.probes import CpuSample
+
+    def s(util: float | None, idle: float | None) -> CpuSample:
+        return CpuSample(t=0.0, util=util, nprocs=1, rss_bytes=0, idle=idle)
+
+    assert s(0.5, 0.5).available_util == pytest.approx(0.5)  # one of two cores, other idle
+    assert s(0.5, 0.0).available_util == pytest.approx(1.0)  # others use the rest: starved
+    assert s(0.02, 0.48).available_util == pytest.approx(0.04)  # a sleeper on a shared box
+    assert s(0.0, 0.0).available_util == 1.0  # others take everything: no verdict of waste
+    assert s(0.3, None).available_util == pytest.approx(0.3)
+    assert s(None, 0.5).available_util is None
+
+
+def test_usable_cpus_honours_a_cgroup_quota(tmp_path: Path) -> None:
+    from harness.probes import usable_cpus
+
+    (tmp_path / "proc/self").mkdir(parents=True)
+    (tmp_path / "proc/self/cgroup").write_text("0::/job.slice/run\n")
+    leaf = tmp_path / "sys/fs/cgroup/job.slice/run"
+    leaf.mkdir(parents=True)
+    (leaf / "cpu.max").write_text("max 100000\n")
+    (leaf.parent / "cpu.max").write_text("150000 100000\n")  # the parent caps at 1.5 CPUs
+    _, cores = usable_cpus(tmp_path)
+    assert cores == pytest.approx(min(1.5, len(os.sched_getaffinity(0))))
+    (leaf.parent / "cpu.max").write_text("max 100000\n")
+    _, cores = usable_cpus(tmp_path)
+    assert cores == len(os.sched_getaffinity(0))
+
+
+def test_a_real_sample_reports_machine_idle() -> None:
+    probe = CpuProbe(lambda: [psutil.Process()])
+    probe.sample()
+    time.sleep(0.3)
+    sample = probe.sample()
+    assert sample.idle is not None and 0.0 <= sample.idle <= 1.0
+    assert sample.available_util is not None and 0.0 <= sample.available_util <= 1.0
