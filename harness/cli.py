@@ -112,6 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="supervise in this process even when harness serve is running",
     )
+    p.add_argument(
+        "--heartbeat",
+        type=float,
+        metavar="SECONDS",
+        help="heartbeat interval of a foreground run (default: harness.toml, else 300)",
+    )
     p = _cmd(sub, "status", f"{runs}:cmd_status", "active runs, or one run in detail")
     p.add_argument("run", nargs="?", metavar="RUN", help="run id, unique prefix, or 'last'")
     _json(p)

@@ -81,13 +81,17 @@ class _Printer:
             self._live = False
 
 
-async def _foreground(settings: Settings, spec: RunSpec, source: str) -> int:
+async def _foreground(
+    settings: Settings, spec: RunSpec, source: str, heartbeat_s: float | None = None
+) -> int:
     """No daemon: this process hosts the supervisor, heartbeats and delivery for the run."""
     from harness._service import Service, service_config
 
     printer = _Printer()
     store = _store(settings)
-    service = Service(settings, store, service_config(settings), echo=printer.message)
+    overrides = {"heartbeat_s": heartbeat_s} if heartbeat_s else {}
+    config = service_config(settings, **overrides)
+    service = Service(settings, store, config, echo=printer.message)
     sup = service.supervisor
     loop = asyncio.get_running_loop()
     pending: set[asyncio.Task[None]] = set()
@@ -182,10 +186,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     spec, source = _spec(args, settings)
     # A program that does not exist is bad input: one line and exit 2, no run recorded.
     resolve_command(spec.command, run_dir=settings.runs_dir)
+    if args.heartbeat is not None and args.heartbeat <= 0:
+        raise UsageError("--heartbeat must be a positive number of seconds")
     info = daemon_info(settings.state_dir)
     if info is not None and not args.foreground:
         return _follow_daemon(settings, spec, source, info)
-    return asyncio.run(_foreground(settings, spec, source))
+    return asyncio.run(_foreground(settings, spec, source, args.heartbeat))
 
 
 async def _adopt(settings: Settings) -> int:
