@@ -1,7 +1,7 @@
-"""``harness demo``: a guided tour of the mistake log in a throw-away state dir.
+"""``harness tour``: a guided tour of the mistake log in a throw-away state dir.
 
-The supervised training demo replaces this once the supervisor and the bundled
-workload land; until then the tour shows the log working end to end.
+The main demo is `make demo` (a supervised training run); this tour shows the
+mistake log on its own, end to end.
 """
 
 from __future__ import annotations
