@@ -1,0 +1,368 @@
+"""The supervisor end to end on the test's event loop: real jobs, real signals, real SQLite.
+
+Each test launches a small stdlib job (tests/e2e/jobs/) through :class:`Supervisor` with a
+store in tmp_path and checks what a user would see: the verdict, the incident with its
+mistake id and numbers, and that no process is left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+from sqlmodel import select
+
+from harness._procs import MARKER_ENV
+from harness._spec import apply_overrides, load_spec
+from harness._supervisor import LaunchRefused, Supervisor
+from memory import Run, Store, register_process
+from tests.e2e.conftest import (
+    Notes,
+    Reaper,
+    await_for,
+    finish,
+    get_run,
+    gone,
+    incidents,
+    job,
+    make_spec,
+    wait_for,
+)
+
+
+def _metric_lines(run: Run) -> list[dict[str, object]]:
+    text = (Path(run.run_dir) / "metrics.jsonl").read_text(encoding="utf-8")
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+# -- 1. success --------------------------------------------------------------------------
+
+
+async def test_cpu_bound_job_succeeds_and_its_gates_pass(sup: Supervisor, store: Store) -> None:
+    # The shipped preset: one busy process per core. The utilisation rule is live (the run
+    # outlasts grace + window) with a threshold low enough for a 2-core machine that other
+    # test runs load too (an idle job measures ~0.01; see the next test).
+    spec, source = load_spec("cpu-burn")
+    spec = apply_overrides(
+        spec,
+        [
+            "args.seconds=4",
+            "watch.min_util=0.15",
+            "watch.util_grace_s=1",
+            "watch.util_window_s=1.5",
+            "watch.sample_every_s=0.25",
+        ],
+    )
+
+    run_id = await sup.launch(spec, source=source)
+    run = await finish(sup, run_id)
+
+    assert run.status == "succeeded", run.summary
+    assert run.exit_code == 0
+    assert run.summary == "succeeded: score = 1 (pass, gate score >= 0.9)"
+    assert run.result["gates"] == [
+        {"metric": "score", "gate": "score >= 0.9", "value": 1.0, "passed": True}
+    ]
+    progress = run.result["progress"]
+    assert progress["step"] >= 4 and progress["total_steps"] == 16
+    assert progress["cpu_util"] is not None  # the probe ran
+    assert run.ended_at is not None and run.started_at is not None
+    assert run.ended_at - run.started_at > 1 + 1.5  # long enough for the rule to judge
+    assert incidents(store, run_id) == []
+    assert json.loads((Path(run.run_dir) / "exit.json").read_text())["code"] == 0
+
+
+# -- 2. utilisation ----------------------------------------------------------------------
+
+
+async def test_idle_job_is_aborted_after_grace_and_window_naming_m015(
+    sup: Supervisor, store: Store
+) -> None:
+    grace, window = 1.0, 2.0
+    spec = make_spec(
+        job("steady.py", "--seconds", 60),
+        watch={"min_util": 0.3, "util_grace_s": grace, "util_window_s": window},
+    )
+
+    run_id = await sup.launch(spec)
+    run = await finish(sup, run_id)
+
+    assert run.status == "aborted", run.summary
+    (inc,) = incidents(store, run_id)
+    assert inc.rule == "utilisation"
+    assert inc.mistake_id == "M-015"
+    assert inc.evidence["mistake_ids"] == ["M-015", "M-035"]
+    measured = inc.evidence["mean_util"]
+    assert 0 <= measured < 0.3
+    assert inc.evidence["threshold"] == 0.3
+    assert inc.evidence["samples"] >= 2
+    assert f"CPU {measured * 100:.0f} % over 2 s, threshold 30 %" in inc.summary
+    assert run.summary == f"aborted: {inc.summary}"
+    # Never before the grace period plus one full window (1 ms for clock rounding).
+    assert run.started_at is not None
+    assert inc.ts - run.started_at >= grace + window - 0.001
+
+
+# -- 3. non-finite loss ------------------------------------------------------------------
+
+
+async def test_nan_loss_aborts_within_a_second_of_the_line(sup: Supervisor, store: Store) -> None:
+    spec = make_spec(job("nan_loss.py"))
+
+    run_id = await sup.launch(spec)
+    run = await finish(sup, run_id)
+
+    assert run.status == "aborted", run.summary
+    nan_line = next(r for r in _metric_lines(run) if r.get("loss") == "nan")
+    (inc,) = incidents(store, run_id)
+    assert inc.rule == "nonfinite" and inc.mistake_id == "M-045"
+    assert inc.evidence["metric"] == "loss" and inc.evidence["step"] == 5
+    assert inc.summary == "loss is nan at step 5"
+    assert isinstance(nan_line["t"], float)
+    assert 0 <= inc.ts - nan_line["t"] < 1.0  # the issue's bound: abort within 1 s
+
+
+# -- 4. stall ----------------------------------------------------------------------------
+
+
+async def test_job_that_stops_reporting_is_aborted_after_stall_s(
+    sup: Supervisor, store: Store
+) -> None:
+    stall = 1.5
+    spec = make_spec(job("go_silent.py"), watch={"stall_s": stall})
+
+    run_id = await sup.launch(spec)
+    run = await finish(sup, run_id)
+
+    assert run.status == "aborted", run.summary
+    last = _metric_lines(run)[-1]
+    assert last["step"] == 3
+    (inc,) = incidents(store, run_id)
+    assert inc.rule == "stall" and inc.mistake_id == "M-037"
+    assert inc.evidence["stall_s"] == stall
+    assert inc.evidence["silent_s"] > stall
+    assert isinstance(last["t"], float)
+    assert inc.ts - last["t"] > stall  # not before stall_s of silence
+    assert "limit 1.5 s" in inc.summary
+
+
+# -- 5. the whole tree -------------------------------------------------------------------
+
+
+async def test_abort_leaves_no_survivor_of_a_tree_with_its_own_session(
+    sup: Supervisor, store: Store, tmp_path: Path
+) -> None:
+    pidfile = tmp_path / "pids"
+    spec = make_spec(job("tree.py", pidfile), watch={"int_grace_s": 0.5, "term_grace_s": 0.5})
+
+    run_id = await sup.launch(spec)
+    await await_for(
+        lambda: pidfile.exists() and len(pidfile.read_text().splitlines()) == 3, what="tree"
+    )
+    pids = {role: int(pid) for role, pid in (ln.split() for ln in pidfile.read_text().splitlines())}
+    root = get_run(store, run_id).pid
+    assert root is not None
+    gc = pids["grandchild"]
+    assert os.getsid(gc) == gc != os.getsid(pids["root"])  # it left the job's session
+    await sup.request_abort(run_id, "test: stop the tree", by="test")
+    run = await finish(sup, run_id)
+
+    assert run.status == "aborted", run.summary
+    assert run.summary == "aborted: abort requested by test: test: stop the tree"
+    survivors = [p for p in (root, *pids.values()) if not gone(p)]
+    assert survivors == []
+    (inc,) = incidents(store, run_id)
+    assert inc.rule == "user_abort" and inc.severity == "info"
+
+
+# -- 6. stale processes ------------------------------------------------------------------
+
+
+async def test_stale_process_of_an_earlier_run_is_cleaned_and_a_decoy_is_left_alone(
+    sup: Supervisor, store: Store, reaper: Reaper
+) -> None:
+    # What a crashed earlier run leaves: a finished run row, its registered process, alive.
+    argv = job("sleeper.py", 120)
+    old = "e2e-20260101-000000-dead"
+    stale = reaper.popen(argv, env=reaper.env(**{MARKER_ENV: old}), start_new_session=True)
+    decoy = reaper.popen(argv, start_new_session=True)  # same command line, not ours
+    wait_for(lambda: psutil.Process(stale.pid).cmdline() == argv, what="stale started")
+    wait_for(lambda: psutil.Process(decoy.pid).cmdline() == argv, what="decoy started")
+    with store.write() as s:
+        s.add(Run(id=old, name="e2e", status="failed", run_dir="/nonexistent", summary="crashed"))
+        s.flush()
+        ctime = psutil.Process(stale.pid).create_time()
+        register_process(session=s, run_id=old, pid=stale.pid, create_time=ctime)
+
+    run_id = await sup.launch(make_spec(job("steady.py", "--seconds", 0.5)))
+    run = await finish(sup, run_id)
+
+    assert run.status == "succeeded", run.summary
+    assert stale.poll() is not None  # terminated before the launch
+    assert decoy.poll() is None  # a process the harness did not start is never touched
+    (inc,) = incidents(store, run_id)
+    assert inc.rule == "stale_processes" and inc.mistake_id == "M-025"
+    assert f"{stale.pid} ({old})" in inc.summary
+    assert str(decoy.pid) not in inc.summary
+    assert inc.action == "terminated before launch"
+
+
+# -- 7. RAM before launch ----------------------------------------------------------------
+
+
+async def test_launch_is_refused_when_ram_headroom_is_short(
+    sup: Supervisor, store: Store, tmp_path: Path
+) -> None:
+    ran = tmp_path / "ran"
+    spec = make_spec(
+        job("steady.py", "--seconds", 0.5, "--touch", ran), watch={"min_ram_free_gb": 100000}
+    )
+
+    with pytest.raises(LaunchRefused, match=r"RAM headroom: RAM .* GB free before launch"):
+        await sup.launch(spec)
+
+    with store.read() as s:
+        (run,) = s.exec(select(Run)).all()
+    assert run.status == "failed"
+    assert run.pid is None and run.started_at is None
+    assert run.summary.startswith("refused: RAM headroom: RAM ")
+    assert run.summary.endswith(" GB free before launch, minimum 100000 GB")
+    (inc,) = incidents(store, run.id)
+    assert inc.rule == "ram_headroom" and inc.mistake_id == "M-030"
+    assert inc.action == "refused launch"
+    assert inc.evidence["check"] == "RAM headroom"
+    await asyncio.sleep(0.5)
+    assert not ran.exists()  # the job never started
+    assert not (Path(run.run_dir) / "exit.json").exists()
+    assert sup.running() == []
+
+
+# -- 8. a gate whose metric never appears ------------------------------------------------
+
+
+async def test_gate_on_a_metric_never_reported_fails_the_run(
+    sup: Supervisor, store: Store, notes: Notes
+) -> None:
+    spec = make_spec(
+        job("steady.py", "--seconds", 0.6, "--end", "score=0.99"),
+        gates={"score": ">= 0.9", "avg_bit_acc": ">= 0.93"},
+    )
+
+    run_id = await sup.launch(spec)
+    run = await finish(sup, run_id)
+
+    assert run.status == "failed"
+    assert run.exit_code == 0
+    assert run.summary == "failed gates: avg_bit_acc: never reported (gate avg_bit_acc >= 0.93)"
+    (inc,) = incidents(store, run_id)
+    assert inc.rule == "gates" and inc.mistake_id == "M-014"
+    assert "never reported" in inc.summary
+    gates = {g["metric"]: g for g in run.result["gates"]}
+    assert gates["score"]["passed"] and not gates["avg_bit_acc"]["passed"]
+    assert any("never reported" in t and alert for t, alert in notes.items)
+
+
+# -- 9. non-zero exit --------------------------------------------------------------------
+
+
+async def test_job_exiting_non_zero_fails_with_its_stderr_tail(
+    sup: Supervisor, store: Store
+) -> None:
+    run_id = await sup.launch(make_spec(job("crash.py")))
+    run = await finish(sup, run_id)
+
+    assert run.status == "failed"
+    assert run.exit_code == 3
+    assert run.summary == (
+        "failed: exit code 3: RuntimeError: shape mismatch in layer 4 (64 vs 32)"
+    )
+    assert run.result["stderr_tail"][-2:] == [
+        "loading shard 7 of 9",
+        "RuntimeError: shape mismatch in layer 4 (64 vs 32)",
+    ]
+    (inc,) = incidents(store, run_id)
+    assert inc.rule == "exit" and inc.evidence["exit_code"] == 3
+
+
+async def test_job_killed_by_a_signal_fails_naming_the_signal(
+    sup: Supervisor, store: Store
+) -> None:
+    run_id = await sup.launch(make_spec(job("killed.py")))
+    run = await finish(sup, run_id)
+
+    assert run.status == "failed"
+    assert run.exit_code == -9  # the command's status, not its wrapper's 137
+    assert run.summary == "failed: killed by SIGKILL: allocating 48 GB for the embedding table"
+    (inc,) = incidents(store, run_id)
+    assert inc.rule == "exit" and inc.evidence["exit_code"] == -9
+
+
+async def test_waiting_for_a_run_that_already_ended_returns_its_final_row(
+    sup: Supervisor, store: Store
+) -> None:
+    run_id = await sup.launch(make_spec(job("crash.py")))
+    await await_for(lambda: get_run(store, run_id).status == "failed", what="run over")
+    await await_for(lambda: sup.running() == [], what="watch over")
+
+    run = await finish(sup, run_id)  # e.g. `harness run` or the API asking late
+
+    assert run.id == run_id and run.status == "failed" and run.exit_code == 3
+
+
+# -- garbage in the metrics stream -------------------------------------------------------
+
+
+async def test_garbage_partial_and_huge_lines_are_counted_and_warned_once(
+    sup: Supervisor, store: Store, notes: Notes
+) -> None:
+    spec = make_spec(
+        job("steady.py", "--seconds", 1.5, "--garbage", "--end", "score=1"),
+        gates={"score": ">= 0.9"},
+    )
+
+    run_id = await sup.launch(spec)
+    run = await finish(sup, run_id)
+
+    assert run.status == "succeeded", run.summary
+    progress = run.result["progress"]
+    assert progress["garbage"] == 4  # text, a JSON array, bad UTF-8, "{{{"
+    assert progress["oversized"] == 1  # the 1.5 MB line
+    warnings = [t for t in notes.texts() if "metrics.jsonl" in t]
+    assert len(warnings) == 1, notes.items
+    assert "unreadable line(s) skipped: not json at all" in warnings[0]
+    assert incidents(store, run_id) == []
+
+
+# -- abort from another process ----------------------------------------------------------
+
+
+async def test_abort_request_written_by_another_process_stops_the_run(
+    sup: Supervisor, store: Store, tmp_path: Path, reaper: Reaper
+) -> None:
+    ready, ckpt = tmp_path / "ready", tmp_path / "ckpt"
+    spec = make_spec(job("steady.py", "--ready", ready, "--checkpoint", ckpt))
+    run_id = await sup.launch(spec)
+    await await_for(ready.exists, what="job ready")
+
+    # Another process writes the request into the database, as `harness abort` does.
+    code = (
+        "import sys, mistakes, memory\n"
+        "store = mistakes.open_log(sys.argv[1])\n"
+        "with store.write() as s:\n"
+        "    row = s.get(memory.Run, sys.argv[2])\n"
+        "    row.abort_requested, row.abort_by = 'from elsewhere', 'other'\n"
+        "    s.add(row)\n"
+    )
+    other = reaper.popen([sys.executable, "-c", code, str(store.path), run_id])
+    assert await asyncio.to_thread(other.wait, 30) == 0
+    run = await finish(sup, run_id)
+
+    assert run.status == "aborted"
+    assert run.summary == "aborted: abort requested by other: from elsewhere"
+    assert ckpt.read_text().startswith("step ")  # SIGINT first: the job could checkpoint
+    assert run.exit_code == 0
