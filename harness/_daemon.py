@@ -25,10 +25,10 @@ import psutil
 
 import mistakes as ml
 from harness._config import ConfigError, Settings
-from harness._service import Echo, Service, ServiceConfig
 
 if TYPE_CHECKING:  # discord.py is imported only when the bot runs: idle RSS stays small
     from bot import BotConfig
+    from harness._service import Echo, Service, ServiceConfig
 
 __all__ = ["AlreadyRunningError", "DaemonInfo", "daemon_info", "serve_forever"]
 
@@ -141,6 +141,8 @@ async def serve_forever(
     settings: Settings, config: ServiceConfig, *, echo: Echo, ready: asyncio.Event | None = None
 ) -> int:
     """Run the daemon until SIGTERM/SIGINT. Raises AlreadyRunningError."""
+    from harness._service import Service
+
     with _lock(settings.state_dir):
         store = ml.open_log(settings.db_path)
         service = Service(settings, store, config, echo=echo)

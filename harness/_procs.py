@@ -173,8 +173,27 @@ def marked_processes(run_id: str) -> list[psutil.Process]:
     return found
 
 
-def job_tree(rec: ProcRecord) -> list[psutil.Process]:
-    """The root (when it is ours), its marked descendants, and every process with the marker."""
+def _marked_by_run(run_ids: Collection[str]) -> dict[str, list[psutil.Process]]:
+    """One scan of all processes: the live ones carrying any of ``run_ids`` as marker."""
+    me = os.getpid()
+    found: dict[str, list[psutil.Process]] = {}
+    for proc in psutil.process_iter():
+        if proc.pid == me:
+            continue
+        marker = _marker(proc)
+        if marker is not None and marker in run_ids and _alive(proc):
+            found.setdefault(marker, []).append(proc)
+    return found
+
+
+def job_tree(
+    rec: ProcRecord, *, marked: Iterable[psutil.Process] | None = None
+) -> list[psutil.Process]:
+    """The root (when it is ours), its marked descendants, and every process with the marker.
+
+    ``marked`` passes the processes with this run's marker when the caller has scanned for
+    them already (one scan for many runs); by default this scans.
+    """
     tree: dict[int, psutil.Process] = {}
     root = _root(rec)
     if root is not None:
@@ -186,7 +205,7 @@ def job_tree(rec: ProcRecord) -> list[psutil.Process]:
         for child in children:
             if _marker(child) == rec.run_id and _alive(child):
                 tree.setdefault(child.pid, child)
-    for proc in marked_processes(rec.run_id):
+    for proc in marked_processes(rec.run_id) if marked is None else marked:
         tree.setdefault(proc.pid, proc)
     return list(tree.values())
 
@@ -321,10 +340,12 @@ def sweep_stale(
         if rec.run_id and rec.run_id not in active_run_ids:
             stale.setdefault(rec.run_id, []).append(rec)
     kills: list[StaleKill] = []
+    # One scan of every process's environment, however many finished runs there are.
+    marked = _marked_by_run(set(stale)) if stale else {}
     for run_id, recs in stale.items():
         tree: dict[int, psutil.Process] = {}
         for rec in recs:
-            for proc in job_tree(rec):
+            for proc in job_tree(rec, marked=marked.get(run_id, [])):
                 tree.setdefault(proc.pid, proc)
         if not tree:
             continue

@@ -55,6 +55,7 @@ from harness._tail import MetricsTail
 from harness.probes import CpuProbe, GpuProbe, process_tree, read_ram
 from harness.report import write_json_atomic
 from memory import (
+    ACTIVE,
     TERMINAL,
     Run,
     Store,
@@ -659,7 +660,7 @@ class Supervisor:
         pid, ctime = self._me
         with self.store.write() as s:
             rows = s.exec(
-                select(Run).where(col(Run.status).in_(("starting", "running", "aborting")))
+                select(Run).where(col(Run.status).in_(ACTIVE))
             ).all()
             for row in rows:
                 if supervisor_alive(row.supervisor_pid, row.supervisor_create_time):
@@ -672,10 +673,14 @@ class Supervisor:
                     row.supervisor_pid, row.supervisor_create_time = pid, ctime
                 else:
                     code = _recorded_exit(Path(row.run_dir))
+                    was = row.status
                     row.status, row.ended_at, row.exit_code = "lost", time.time(), code
-                    row.summary = "lost: the job ended while no supervisor watched it" + (
-                        f" (exit code {code})" if code is not None else ""
-                    )
+                    if row.pid is None:  # died in queued/preflight/starting: never launched
+                        row.summary = f"lost: the supervisor died during {was}"
+                    else:
+                        row.summary = "lost: the job ended while no supervisor watched it" + (
+                            f" (exit code {code})" if code is not None else ""
+                        )
                     ml.record_incident(
                         session=s,
                         rule="lost",

@@ -241,7 +241,9 @@ def test_terminate_tree_lets_a_job_checkpoint_on_sigint(jobs: Jobs, tmp_path: Pa
     popen, rec = jobs.start(argv)
     _wait_for(ready.exists)
 
-    esc = terminate_tree(rec, int_grace=5.0, term_grace=1.0, kill_grace=1.0, popen=popen)
+    # A generous grace: on a loaded machine the handler can take seconds to be scheduled;
+    # the assertion is that SIGINT alone was enough, not how fast.
+    esc = terminate_tree(rec, int_grace=30.0, term_grace=1.0, kill_grace=1.0, popen=popen)
 
     assert esc.signals == [("SIGINT", 1)]
     assert checkpoint.read_text() == "step 42\n"
