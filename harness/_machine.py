@@ -72,8 +72,9 @@ class ProbeSample:
     gpu_busy: float | None = None  # SM activity, else utilisation, of the job's GPUs
     vram_used: int | None = None
     vram_total: int | None = None
-    # the share of the CPU time the job could have had that it used (the probe's
-    # available_util): what the utilisation rule judges a CPU job by
+    # how much of the machine the job wanted: running plus runnable-but-waiting (the
+    # probe's available_util); what the utilisation rule judges a CPU job by, so a busy
+    # job starved by other load is not called wasteful
     cpu_available: float | None = None
 
 

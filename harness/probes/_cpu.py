@@ -18,11 +18,13 @@ sample is not counted as 0 by mistake:
 
 "The machine" is the CPUs the job may run on: the process's CPU affinity, capped by a
 cgroup CPU quota (``cpu.max``) where one is set, so a container limited to 2 CPUs on a
-64-core host is judged against 2. ``idle`` is the share of those CPUs that stayed idle
-(idle + iowait) over the interval, and ``available_util`` = util / (util + idle) is the
-share of the CPU time the job *could* have had that it used: one busy thread on an idle
-2-core machine reads 0.5, and a job sharing a saturated machine with others reads 1.0
-(it is starved, not wasteful). The utilisation rule decides on ``available_util``.
+64-core host is judged against 2. ``wait`` is the time the tree's threads spent runnable
+but waiting for a CPU (``run_delay`` from ``/proc/PID/task/TID/schedstat``), as the same
+fraction of the machine, and ``available_util`` = min(1, util + wait) is how much of the
+machine the job *wanted*: a busy job starved by other load on a shared machine reads as
+busy (it is not wasting anything), while a job that sleeps, waits on I/O or runs one
+thread on a 2-core machine reads low whatever else runs. Without schedstat (a kernel
+without it) ``wait`` is None and the rule falls back to ``util``.
 """
 
 from __future__ import annotations
@@ -51,17 +53,16 @@ class CpuSample:
     util: float | None
     nprocs: int
     rss_bytes: int
-    idle: float | None = None  # share of the job's CPUs left idle over the interval
+    wait: float | None = None  # runnable-but-waiting share of the machine (see module doc)
 
     @property
     def available_util(self) -> float | None:
-        """The share of the CPU time the job could have had that it used (see module doc)."""
+        """How much of the machine the job wanted: running plus waiting for a CPU."""
         if self.util is None:
             return None
-        if self.idle is None:
+        if self.wait is None:
             return self.util
-        room = self.util + self.idle
-        return 1.0 if room <= 1e-9 else min(1.0, self.util / room)
+        return min(1.0, self.util + self.wait)
 
 
 def usable_cpus(root: Path = Path("/")) -> tuple[list[int] | None, float]:
@@ -89,17 +90,20 @@ def usable_cpus(root: Path = Path("/")) -> tuple[list[int] | None, float]:
     return ids, max(cores, 0.01)
 
 
-def _idle_and_total(ids: list[int] | None) -> tuple[float, float]:
-    per = psutil.cpu_times(percpu=True)
-    chosen = [per[i] for i in ids if i < len(per)] if ids else per
-    idle = total = 0.0
-    for t in chosen:
-        fields = t._asdict()
-        # guest time is already inside user time on Linux
-        busy_and_idle = sum(v for k, v in fields.items() if k not in ("guest", "guest_nice"))
-        total += busy_and_idle
-        idle += fields.get("idle", 0.0) + fields.get("iowait", 0.0)
-    return idle, total
+def _run_delay_s(pid: int) -> float | None:
+    """Seconds all threads of ``pid`` spent waiting on a run queue (None: not readable)."""
+    total = 0
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat", "rb") as f:
+                total += int(f.read().split()[1])
+        except (OSError, ValueError, IndexError):
+            continue  # a thread that ended meanwhile
+    return total / 1e9
 
 
 def process_tree(pid: int) -> list[psutil.Process]:
@@ -148,7 +152,8 @@ class CpuProbe:
         self._cpu_ids, usable = usable_cpus()
         self._ncores = ncores or usable
         self._clock = clock
-        self._sys: tuple[float, float] | None = None
+        self._wait: dict[_Key, float] = {}
+        self._schedstat = os.path.exists("/proc/self/schedstat")
         self._last_t: float | None = None
         self._last_boot_s = 0.0
         self._cpu: dict[_Key, float] = {}
@@ -167,7 +172,8 @@ class CpuProbe:
             procs = []
         first = self._last_t is None
         cpu: dict[_Key, float] = {}
-        busy_s = 0.0
+        wait: dict[_Key, float] = {}
+        busy_s = wait_s = 0.0
         rss = 0
         for p in procs:
             try:
@@ -182,6 +188,13 @@ class CpuProbe:
                 continue
             total = float(times.user + times.system)
             cpu[key] = total
+            if self._schedstat:
+                delay = _run_delay_s(p.pid)
+                if delay is not None:
+                    wait[key] = delay
+                    before_wait = self._wait.get(key)
+                    if before_wait is not None:
+                        wait_s += max(0.0, delay - before_wait)
             rss += int(mem)
             before = self._cpu.get(key)
             if before is not None:
@@ -191,16 +204,11 @@ class CpuProbe:
         util: float | None = None
         if self._last_t is not None and t > self._last_t:
             util = busy_s / ((t - self._last_t) * self._ncores)
-        idle: float | None = None
-        try:
-            sys_now = _idle_and_total(self._cpu_ids)
-        except (OSError, psutil.Error):
-            sys_now = None
-        if sys_now is not None and self._sys is not None and sys_now[1] > self._sys[1]:
-            idle = (sys_now[0] - self._sys[0]) / (sys_now[1] - self._sys[1])
-            idle = min(max(idle, 0.0), 1.0)
-        self._sys = sys_now
+        waited: float | None = None
+        if util is not None and self._schedstat and self._last_t is not None:
+            waited = wait_s / ((t - self._last_t) * self._ncores)
         self._cpu = cpu
+        self._wait = wait
         self._last_t = t
         self._last_boot_s = now_boot_s
-        return CpuSample(t=t, util=util, nprocs=len(cpu), rss_bytes=rss, idle=idle)
+        return CpuSample(t=t, util=util, nprocs=len(cpu), rss_bytes=rss, wait=waited)

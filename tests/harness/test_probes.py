@@ -661,17 +661,17 @@ def test_close_frees_gpm_and_shuts_down_once() -> None:
     assert probe.unavailable_reason == "probe closed"
 
 
-def test_available_util_counts_only_what_the_job_could_have_had() -> None:
+def test_available_util_is_what_the_job_wanted() -> None:
     from harness.probes import CpuSample
 
-    def s(util: float | None, idle: float | None) -> CpuSample:
-        return CpuSample(t=0.0, util=util, nprocs=1, rss_bytes=0, idle=idle)
+    def s(util: float | None, wait: float | None) -> CpuSample:
+        return CpuSample(t=0.0, util=util, nprocs=1, rss_bytes=0, wait=wait)
 
-    assert s(0.5, 0.5).available_util == pytest.approx(0.5)  # one of two cores, other idle
-    assert s(0.5, 0.0).available_util == pytest.approx(1.0)  # others use the rest: starved
-    assert s(0.02, 0.48).available_util == pytest.approx(0.04)  # a sleeper on a shared box
-    assert s(0.0, 0.0).available_util == 1.0  # others take everything: no verdict of waste
-    assert s(0.3, None).available_util == pytest.approx(0.3)
+    assert s(0.5, 0.0).available_util == pytest.approx(0.5)  # one thread of two cores
+    assert s(0.4, 0.6).available_util == pytest.approx(1.0)  # busy but starved by others
+    assert s(0.01, 0.0).available_util == pytest.approx(0.01)  # a sleeper, whatever the load
+    assert s(0.9, 0.5).available_util == 1.0  # capped
+    assert s(0.3, None).available_util == pytest.approx(0.3)  # no schedstat: plain share
     assert s(None, 0.5).available_util is None
 
 
@@ -691,10 +691,17 @@ def test_usable_cpus_honours_a_cgroup_quota(tmp_path: Path) -> None:
     assert cores == len(os.sched_getaffinity(0))
 
 
-def test_a_real_sample_reports_machine_idle() -> None:
-    probe = CpuProbe(lambda: [psutil.Process()])
+def test_a_starved_busy_process_reads_as_wanting_the_machine(spawn: Spawn) -> None:
+    """Two busy processes pinned to one CPU: each gets half of it but wants all of it."""
+    cpu = sorted(os.sched_getaffinity(0))[0]
+    code = f"import os; os.sched_setaffinity(0, {{{cpu}}}); print('ready', flush=True)\n"
+    code += "while True: pass"
+    a, b = spawn(code), spawn(code)
+    probe = CpuProbe(lambda: [psutil.Process(a.pid)], ncores=1)
     probe.sample()
-    time.sleep(0.3)
+    time.sleep(1.0)
     sample = probe.sample()
-    assert sample.idle is not None and 0.0 <= sample.idle <= 1.0
-    assert sample.available_util is not None and 0.0 <= sample.available_util <= 1.0
+    assert sample.util is not None and sample.wait is not None
+    assert sample.util < 0.75  # it shares the CPU with b ...
+    assert sample.available_util is not None and sample.available_util > 0.85  # ... yet wants it
+    assert b.poll() is None
