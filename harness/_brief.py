@@ -18,7 +18,6 @@ so a note from a person keeps showing until someone actually reads it.
 from __future__ import annotations
 
 import math
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -29,8 +28,8 @@ from typing import Any
 import mistakes as ml
 from harness._format import duration
 from harness._heartbeat import run_summary
+from harness._preflight import CheckItem, default_check_spec, preflight_checks
 from harness._spec import RunSpec
-from harness._supervisor import CheckItem, preflight_checks
 from memory import (
     TERMINAL,
     Heartbeat,
@@ -103,11 +102,6 @@ class Brief:
     incident_count: int  # all of them, even beyond MAX_INCIDENTS
     recent_runs: list[Run]  # finished runs, newest first
     notes: list[Note]  # the latest terminal notes, oldest first
-
-
-def default_check_spec() -> RunSpec:
-    """The bare spec ``harness check`` uses without a spec: machine-wide checks only."""
-    return RunSpec.model_validate({"name": "check", "command": [sys.executable]})
 
 
 def _failing_checks(store: Store, spec: RunSpec, now: float) -> list[CheckItem]:

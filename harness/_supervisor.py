@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
-import re
 import secrets
 import subprocess
 import sys
@@ -31,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from sqlmodel import col, select
 
 import mistakes as ml
 from harness import _procs
@@ -49,22 +46,21 @@ from harness._machine import (
     Terminate,
     Tick,
 )
-from harness._rules import Finding, check_ram
+from harness._orphans import claim_orphans, recorded_exit
+from harness._preflight import preflight_checks, run_env
+from harness._rules import Finding
 from harness._spec import RunSpec, SpecError, resolve_command
 from harness._tail import MetricsTail
 from harness.probes import CpuProbe, GpuProbe, process_tree, read_ram
 from harness.report import write_json_atomic
 from memory import (
-    ACTIVE,
     TERMINAL,
     Run,
     Store,
-    active_runs,
-    processes_of_finished_runs,
     register_process,
 )
 
-__all__ = ["CheckItem", "LaunchRefused", "Supervisor", "new_run_id", "preflight_checks"]
+__all__ = ["LaunchRefused", "Supervisor", "new_run_id"]
 
 log = logging.getLogger("harness.supervisor")
 
@@ -72,17 +68,6 @@ TAIL_EVERY_S = 0.2
 CONTROL_EVERY_S = 0.5
 PROGRESS_EVERY_S = 2.0
 STDERR_TAIL_BYTES = 4096
-# The preflight protocol: one line per check, "PASS name: evidence" or "FAIL name: evidence".
-_CHECK_LINE = re.compile(r"^\s*(PASS|FAIL)\s+([^:]{1,60}):\s*(.*)$")
-#: check names a preflight command may print -> the rule (and so the mistakes) they enforce
-CHECK_RULES = {
-    "gradient flow": "gradient_flow",
-    "gradient_flow": "gradient_flow",
-    "seq_len": "input_coverage",
-    "input coverage": "input_coverage",
-    "input_coverage": "input_coverage",
-}
-
 NotifyFn = Callable[[str, bool], None]
 
 
@@ -100,16 +85,6 @@ def _self_identity() -> tuple[int, float]:
     return me.pid, me.create_time()
 
 
-def supervisor_alive(pid: int | None, create_time: float | None) -> bool:
-    if pid is None or create_time is None:
-        return False
-    try:
-        proc = psutil.Process(pid)
-        return abs(proc.create_time() - create_time) < 0.01 and proc.status() != "zombie"
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return False
-
-
 def _tail_text(path: Path, limit: int = STDERR_TAIL_BYTES) -> str:
     try:
         with path.open("rb") as f:
@@ -117,170 +92,6 @@ def _tail_text(path: Path, limit: int = STDERR_TAIL_BYTES) -> str:
             return f.read().decode("utf-8", "replace")
     except OSError:
         return ""
-
-
-def _recorded_exit(run_dir: Path) -> int | None:
-    """The command's exit status as its wrapper wrote it (negative: killed by a signal)."""
-    try:
-        return int(json.loads((run_dir / "exit.json").read_text(encoding="utf-8"))["code"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-@dataclass(frozen=True)
-class CheckItem:
-    """One line of the pre-launch checklist (``harness check`` prints these)."""
-
-    name: str
-    passed: bool
-    evidence: str
-    rule: str | None = None
-    mistake_ids: tuple[str, ...] = ()
-
-
-def _run_env(run_dir: Path, run_id: str, extra: dict[str, str]) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(extra)
-    env.update(
-        {
-            "HARNESS_RUN_ID": run_id,
-            "HARNESS_RUN_DIR": str(run_dir),
-            "HARNESS_METRICS": str(run_dir / "metrics.jsonl"),
-            "HARNESS_CONTROLS": str(run_dir / "controls.json"),
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
-    return env
-
-
-def _preflight_command(
-    argv: list[str], spec: RunSpec, run_dir: Path, env: dict[str, str], cwd: Path
-) -> tuple[list[CheckItem], int | None]:
-    """Run one preflight command; PASS/FAIL lines become items, the exit code decides."""
-    try:
-        words = resolve_command(argv, run_dir=run_dir, args=spec.args)
-    except SpecError as exc:
-        return [CheckItem("preflight", False, str(exc), "preflight")], None
-    try:
-        proc = subprocess.run(
-            words,
-            cwd=cwd,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=spec.preflight_timeout_s,
-            start_new_session=True,
-        )
-    except subprocess.TimeoutExpired:
-        msg = f"{' '.join(argv)} timed out after {spec.preflight_timeout_s:g} s"
-        return [CheckItem("preflight", False, msg, "preflight")], None
-    except OSError as exc:
-        return [CheckItem("preflight", False, f"cannot run {words[0]}: {exc}", "preflight")], None
-    items = []
-    for line in (proc.stdout + "\n" + proc.stderr).splitlines():
-        m = _CHECK_LINE.match(line)
-        if m:
-            name = m.group(2).strip()
-            rule = CHECK_RULES.get(name.lower(), name if name in ml.RULE_LINKS else "preflight")
-            items.append(
-                CheckItem(
-                    name,
-                    m.group(1) == "PASS",
-                    m.group(3).strip(),
-                    rule,
-                    ml.RULE_LINKS.get(rule, ()),
-                )
-            )
-    if proc.returncode != 0 and not any(not i.passed for i in items):
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-        items.append(
-            CheckItem(
-                "preflight", False, f"exit code {proc.returncode}: {tail[0][:300]}", "preflight"
-            )
-        )
-    return items, proc.returncode
-
-
-def preflight_checks(
-    spec: RunSpec, *, run_dir: Path, run_id: str, store: Store | None, clean: bool
-) -> list[CheckItem]:
-    """The pre-launch checklist. ``clean`` terminates stale processes (else only reports)."""
-    items: list[CheckItem] = []
-    # Stale processes (M-025): only processes the harness started for runs that are over.
-    records: list[_procs.ProcRecord] = []
-    active: set[str] = set()
-    if store is not None:
-        with store.read() as s:
-            records = [
-                _procs.ProcRecord(p.pid, p.create_time, p.run_id)
-                for p in processes_of_finished_runs(session=s)
-            ]
-            active = {r.id for r in active_runs(session=s)}
-    if clean:
-        killed = _procs.sweep_stale(records, active_run_ids=active)
-        survived = [k for k in killed if k.survived]
-        text = (
-            f"terminated {len(killed)} stale process(es): "
-            + ", ".join(f"{k.pid} ({k.run_id})" for k in killed)
-            if killed
-            else "none found"
-        )
-        items.append(
-            CheckItem(
-                "stale processes",
-                not survived,
-                text,
-                "stale_processes",
-                ml.RULE_LINKS["stale_processes"],
-            )
-        )
-    else:
-        stale = [r for r in records if r.run_id not in active and _procs.is_ours(r)]
-        text = (
-            f"{len(stale)} found: "
-            + ", ".join(f"{r.pid} ({r.run_id})" for r in stale)
-            + " (terminated at the next launch)"
-            if stale
-            else "none found"
-        )
-        items.append(
-            CheckItem(
-                "stale processes",
-                not stale,
-                text,
-                "stale_processes",
-                ml.RULE_LINKS["stale_processes"],
-            )
-        )
-    # RAM headroom before launch (M-030).
-    ram = check_ram(read_ram().available_bytes, spec.watch, before_launch=True)
-    items.append(
-        CheckItem(
-            "RAM headroom",
-            ram.level == "ok",
-            # A failing summary already names the minimum.
-            ram.summary
-            if ram.level != "ok"
-            else f"{ram.summary} (minimum {spec.watch.min_ram_free_gb:g} GB)",
-            "ram_headroom",
-            ml.RULE_LINKS["ram_headroom"],
-        )
-    )
-    # The command itself.
-    try:
-        resolve_command(spec.command, run_dir=run_dir)
-        items.append(CheckItem("command", True, " ".join(spec.command)))
-    except SpecError as exc:
-        items.append(CheckItem("command", False, str(exc)))
-    # The spec's preflight commands (gradient flow M-032, input coverage M-008, ...).
-    if spec.preflight:
-        env = _run_env(run_dir, run_id, spec.env)
-        env[_procs.MARKER_ENV] = run_id
-        cwd = Path(spec.cwd) if spec.cwd else Path.cwd()
-        for argv in spec.preflight:
-            got, _ = _preflight_command(argv, spec, run_dir, env, cwd)
-            items += got
-    return items
 
 
 @dataclass
@@ -420,7 +231,7 @@ class Supervisor:
                 wrapped,
                 run_id=run_id,
                 cwd=cwd,
-                env=_run_env(run_dir, run_id, spec.env),
+                env=run_env(run_dir, run_id, spec.env),
                 stdout_path=run_dir / "stdout.log",
                 stderr_path=run_dir / "stderr.log",
             )
@@ -511,11 +322,11 @@ class Supervisor:
             code = job.popen.poll()
             if code is None:
                 return False, None
-            recorded = _recorded_exit(job.run_dir)
+            recorded = recorded_exit(job.run_dir)
             return True, code if recorded is None else recorded
         if _procs.is_ours(job.record):
             return False, None
-        return True, _recorded_exit(job.run_dir)
+        return True, recorded_exit(job.run_dir)
 
     async def _watch(self, job: _Job) -> Run:
         spec, loop = job.spec, asyncio.get_running_loop()
@@ -634,9 +445,12 @@ class Supervisor:
 
     # -- re-adoption --------------------------------------------------------------------
 
+    def _claim(self) -> list[tuple[Run, bool]]:
+        return claim_orphans(self.store, self._me)
+
     async def adopt_orphans(self) -> tuple[list[str], list[str]]:
         """Re-adopt runs whose supervisor died; mark lost those whose job is gone."""
-        claimed = await self._db(self._claim_orphans)
+        claimed = await self._db(self._claim)
         adopted, lost = [], []
         for row, alive in claimed:
             if alive:
@@ -654,73 +468,3 @@ class Supervisor:
                     f"{row.name}: lost: its job died while no supervisor watched [{row.id}]", True
                 )
         return adopted, lost
-
-    def _claim_orphans(self) -> list[tuple[Run, bool]]:
-        out = []
-        pid, ctime = self._me
-        with self.store.write() as s:
-            rows = s.exec(
-                select(Run).where(col(Run.status).in_(ACTIVE))
-            ).all()
-            for row in rows:
-                if supervisor_alive(row.supervisor_pid, row.supervisor_create_time):
-                    continue
-                rec = None
-                if row.pid is not None and row.create_time is not None:
-                    rec = _procs.ProcRecord(row.pid, row.create_time, row.id)
-                alive = rec is not None and _procs.is_ours(rec)
-                if alive:
-                    row.supervisor_pid, row.supervisor_create_time = pid, ctime
-                else:
-                    code = _recorded_exit(Path(row.run_dir))
-                    was = row.status
-                    row.status, row.ended_at, row.exit_code = "lost", time.time(), code
-                    if row.pid is None:  # died in queued/preflight/starting: never launched
-                        row.summary = f"lost: the supervisor died during {was}"
-                    else:
-                        row.summary = "lost: the job ended while no supervisor watched it" + (
-                            f" (exit code {code})" if code is not None else ""
-                        )
-                    ml.record_incident(
-                        session=s,
-                        rule="lost",
-                        summary=row.summary,
-                        run_id=row.id,
-                        severity="error",
-                        evidence={"pid": row.pid, "exit_code": code},
-                        action="marked lost",
-                    )
-                s.add(row)
-                out.append((row, alive))
-        return out
-
-
-def abort_unsupervised(store: Store, run_id: str, reason: str) -> Run | None:
-    """Abort a run nobody watches (its supervisor died): signal the tree, mark aborted."""
-    with store.read() as s:
-        row = s.get(Run, run_id)
-    if row is None or row.status in TERMINAL:
-        return row
-    if supervisor_alive(row.supervisor_pid, row.supervisor_create_time):
-        return None
-    if row.pid is not None and row.create_time is not None:
-        spec = RunSpec.model_validate(row.spec)
-        rec = _procs.ProcRecord(row.pid, row.create_time, row.id)
-        _procs.terminate_tree(
-            rec, int_grace=spec.watch.int_grace_s, term_grace=spec.watch.term_grace_s
-        )
-    with store.write() as s:
-        row = s.get(Run, run_id)
-        assert row is not None
-        row.status, row.ended_at = "aborted", time.time()
-        row.summary = f"aborted: {reason} (no supervisor was watching)"
-        ml.record_incident(
-            session=s,
-            rule="user_abort",
-            summary=row.summary,
-            run_id=run_id,
-            severity="info",
-            action="aborted the run",
-        )
-        s.add(row)
-        return row

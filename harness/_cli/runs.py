@@ -8,23 +8,21 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mistakes as ml
 from harness._cli.common import emit_json, fmt_time, settings_for
 from harness._config import Settings
-from harness._daemon import DaemonInfo
 from harness._format import duration, progress_line
+from harness._orphans import abort_unsupervised, supervisor_alive
+from harness._preflight import default_check_spec, preflight_checks
 from harness._spec import RunSpec, apply_overrides, list_presets, load_spec, resolve_command
-from harness._supervisor import (
-    LaunchRefused,
-    Supervisor,
-    abort_unsupervised,
-    preflight_checks,
-    supervisor_alive,
-)
+from harness._supervisor import LaunchRefused, Supervisor
 from harness.cli import EXIT_FAILURE, EXIT_OK, UsageError
 from memory import TERMINAL, Run, RunNotFoundError, Store, find_run, list_runs
+
+if TYPE_CHECKING:
+    from harness._daemon import DaemonInfo
 
 PLAIN_EVERY_S = 10.0
 
@@ -347,7 +345,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.spec:
         spec, _ = _spec(args, settings)
     else:
-        spec = RunSpec.model_validate({"name": "check", "command": [sys.executable]})
+        spec = default_check_spec()
     with _store(settings) as store:
         import tempfile
 

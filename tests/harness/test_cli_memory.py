@@ -1,7 +1,7 @@
 """``harness note/notes/orders/inbox/brief`` in-process: output, exit codes, one-line errors.
 
 For the failing checklist item the RAM probe is replaced at the one place the supervisor
-reads it (``harness._supervisor.read_ram``): the CLI has no spec argument, and this is
+reads it (``harness._preflight.read_ram``): the CLI has no spec argument, and this is
 the OS boundary the style guide says tests may replace.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import mistakes as ml
-from harness import _supervisor
+from harness import _preflight
 from harness.cli import main
 from harness.probes import RamSample
 from memory import DB_NAME, Run, add_note, record_heartbeat
@@ -121,7 +121,7 @@ def seed_run(home: Path) -> None:
 def low_ram(monkeypatch: pytest.MonkeyPatch) -> None:
     half = GIB // 2
     sample = RamSample(half, half, None, None, 8 * GIB)
-    monkeypatch.setattr(_supervisor, "read_ram", lambda: sample)
+    monkeypatch.setattr(_preflight, "read_ram", lambda: sample)
 
 
 def test_brief_text_json_and_hook(
