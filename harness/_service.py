@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from pydantic import SecretStr
 
 import mistakes as ml
 from harness._config import ConfigError, Settings
@@ -241,7 +240,3 @@ class Service:
         self.heartbeats_sent += 1
         self.echo(view.text, False)
         return view
-
-
-def secret_or_none(value: str | None) -> SecretStr | None:
-    return SecretStr(value) if value else None

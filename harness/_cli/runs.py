@@ -132,7 +132,8 @@ async def _foreground(
         run = waiter.result()
         if run.status == "succeeded":  # failures were announced as alerts already
             printer.message(f"{spec.name}: {run.summary}")
-        await service.worker.drain(timeout=10.0) if service.worker.enabled else None
+        if service.worker.enabled:  # the final alerts reach Discord before we exit
+            await service.worker.drain(timeout=10.0)
         return EXIT_OK if run.status == "succeeded" else EXIT_FAILURE
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
