@@ -42,17 +42,22 @@ from model.model import BITS, BitGPT, GPTConfig, check_gradient_flow
 
 __all__ = ["TASK_DEFAULTS", "Controls", "TrainConfig", "main", "validate_control"]
 
-# Steps per task for the default CPU config (d_model 128, 2 layers, batch 64, seq_len 32),
-# measured on a busy 2-core CPU (bench/tasks.py). Echo: >= 0.930 about 55 s after launch.
+# Steps per task for the default CPU config (d_model 128, 2 layers, batch 256, seq_len 32),
+# the same as the presets in harness/presets/ (bench/tasks.py measures them on 2 cores).
 TASK_DEFAULTS: dict[str, dict[str, Any]] = {
-    "echo": {"steps": 150},  # >= 0.930 from step ~80, ceiling by ~110
-    "not": {"steps": 150},  # 98 % of ceiling at step 75, ceiling by ~125
-    "shift": {"steps": 200},  # 98 % of ceiling at step 75, ceiling by ~100
-    "count": {"steps": 400},  # 98 % of ceiling at step 150, ceiling by ~400
-    "xor": {"steps": 1000},  # still climbing at step 400 (0.853 of a 0.954 ceiling)
-    "fib": {"steps": 1000},  # 128-bit carries: at chance after 400 steps; a hard task
+    "echo": {"steps": 120},  # 98 % of ceiling at step ~75, ceiling by ~100
+    "not": {"steps": 120},  # 98 % of ceiling at step 75, ceiling by 100
+    "shift": {"steps": 120},  # 98 % of ceiling at step 50, ceiling by 100
+    "count": {"steps": 250},  # 98 % of ceiling at step 100, ceiling by ~175
+    # No preset for these two: this model does not reach 98 % of their ceilings in a CPU
+    # budget (model/data.py says why). Kept as hard tasks for longer runs or a GPU.
+    "xor": {"steps": 1000},  # learns the period-3 copy (0.89), not the XOR: 0.86 / 0.954
+    "fib": {"steps": 1000},  # 128-bit carries: at chance after 400 steps
 }
-CPU_BATCH, CUDA_BATCH = 64, 2048  # CUDA: big enough that launch overhead does not idle the GPU
+# CPU: at batch 64 the small matmuls leave one of two cores idle (the supervisor aborts a
+# job below 80 %); 256 keeps both busy. CUDA: big enough that launch overhead does not
+# idle the GPU.
+CPU_BATCH, CUDA_BATCH = 256, 2048
 
 
 @dataclass
