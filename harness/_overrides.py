@@ -86,8 +86,8 @@ CHAT_OVERRIDES: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "batch": ("args.batch", _positive_int),
     "lr": ("args.lr", _positive_float),
     "seed": ("args.seed", _non_negative_int),
-    "eval_every": ("args.eval_every", _positive_int),
-    "checkpoint_every": ("args.checkpoint_every", _positive_int),
+    "eval_every": ("args.eval_every", _non_negative_int),  # 0 turns it off
+    "checkpoint_every": ("args.checkpoint_every", _non_negative_int),
 }
 
 #: dotted spec key -> value rule, applied to ``--set`` as well
@@ -98,8 +98,8 @@ TYPED_SPEC_KEYS: dict[str, Callable[[Any], Any]] = {
 #: live controls a person may set on a running job, with their rules
 CONTROL_RULES: dict[str, Callable[[Any], Any]] = {
     "lr": _positive_float,
-    "eval_every": _positive_int,
-    "checkpoint_every": _positive_int,
+    "eval_every": _non_negative_int,
+    "checkpoint_every": _non_negative_int,
     "data_weights": _weights,
 }
 

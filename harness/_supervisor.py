@@ -197,6 +197,7 @@ class Supervisor:
             finding = Finding("stale_processes", "warn", stale.evidence, {"detail": stale.evidence})
             await self._db(self._record, run_id, finding, "warn", "terminated before launch")
         failed = [i for i in items if not i.passed]
+        checks = [{"name": i.name, "passed": i.passed, "evidence": i.evidence} for i in items]
         if failed:
             summary = "refused: " + "; ".join(f"{i.name}: {i.evidence}" for i in failed)
             for item in failed:
@@ -207,21 +208,10 @@ class Supervisor:
                     {"check": item.name, "evidence": item.evidence},
                 )
                 await self._db(self._record, run_id, finding, "abort", "refused launch")
-            await self._db(
-                self._finish,
-                run_id,
-                "failed",
-                summary,
-                {
-                    "checks": [
-                        {"name": i.name, "passed": i.passed, "evidence": i.evidence} for i in items
-                    ]
-                },
-                None,
-            )
+            await self._db(self._finish, run_id, "failed", summary, {"checks": checks}, None)
             self.notify(f"{spec.name} ({run_id}): launch {summary}", True)
             raise LaunchRefused(summary)
-        await self._db(self._set, run_id, status="starting")
+        await self._db(self._set, run_id, status="starting", result={"checks": checks})
         argv = resolve_command(spec.command, run_dir=run_dir, args=spec.args)
         wrapped = [sys.executable, "-m", "harness._wrap", str(run_dir / "exit.json"), "--", *argv]
         cwd = Path(spec.cwd) if spec.cwd else Path.cwd()
@@ -273,7 +263,7 @@ class Supervisor:
             row = s.get(Run, run_id)
             assert row is not None
             row.status, row.summary, row.ended_at = status, summary, time.time()
-            row.result, row.exit_code = result, code
+            row.result, row.exit_code = {**(row.result or {}), **result}, code
             s.add(row)
             return row
 

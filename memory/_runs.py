@@ -67,6 +67,7 @@ class Run(SQLModel, table=True):
             "id": self.id,
             "name": self.name,
             "source": self.source,
+            "spec": self.spec,
             "status": self.status,
             "created_at": self.created_at,
             "started_at": self.started_at,
