@@ -22,7 +22,7 @@ from bot._service import (
     SearchHitView,
 )
 from harness._controls import ControlsError, update_controls
-from harness._format import progress_line
+from harness._format import key_metric_of, progress_line
 from harness._overrides import OverrideError, chat_overrides, check_control
 from harness._service import Service
 from harness._spec import SpecError, apply_overrides, list_presets, load_preset
@@ -33,10 +33,7 @@ __all__ = ["BotService", "run_view"]
 
 
 def run_view(run: Run) -> RunView:
-    spec = run.spec or {}
-    gates = spec.get("gates") or {}
-    key = spec.get("key_metric") or (next(iter(gates)) if gates else None)
-    line = progress_line(run.name, run.status, run.progress or {}, key)
+    line = progress_line(run.name, run.status, run.progress or {}, key_metric_of(run.spec or {}))
     controls: dict[str, Any] = {}
     try:
         from harness.report import read_json

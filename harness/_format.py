@@ -10,7 +10,16 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["duration", "gb", "percent", "progress_line", "sparkline", "trend"]
+__all__ = [
+    "duration",
+    "gb",
+    "key_metric_of",
+    "percent",
+    "progress_line",
+    "progress_parts",
+    "sparkline",
+    "trend",
+]
 
 _BARS = "▁▂▃▄▅▆▇█"
 GIB = 1024**3
@@ -67,9 +76,16 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def progress_line(name: str, status: str, p: Mapping[str, Any], key_metric: str | None) -> str:
-    """``echo  running  step 120/600 (20%)  3.2 it/s  ETA 2m30s  loss 0.213↓ …``"""
-    parts = [name, status]
+def key_metric_of(spec: Mapping[str, Any]) -> str | None:
+    """The metric shown with a sparkline: ``key_metric``, else the first gate's metric."""
+    gates = spec.get("gates") or {}
+    key = spec.get("key_metric") or (next(iter(gates)) if gates else None)
+    return str(key) if key else None
+
+
+def progress_parts(p: Mapping[str, Any], key_metric: str | None) -> list[str]:
+    """Step/total, rate and ETA, loss with trend, key metric with sparkline, device, RAM."""
+    parts = []
     step, total = p.get("step"), p.get("total_steps")
     if step is not None and total:
         parts.append(f"step {step}/{total} ({step / total * 100:.0f}%)")
@@ -93,6 +109,12 @@ def progress_line(name: str, status: str, p: Mapping[str, Any], key_metric: str 
     else:
         parts.append(f"CPU {percent(p.get('cpu_util'))}")
     parts.append(f"RAM free {gb(p.get('ram_available'))}")
+    return parts
+
+
+def progress_line(name: str, status: str, p: Mapping[str, Any], key_metric: str | None) -> str:
+    """``echo  running  step 120/600 (20%)  3.2 it/s  ETA 2m30s  loss 0.213↓ …``"""
+    parts = [name, status, *progress_parts(p, key_metric)]
     if p.get("phase") and p.get("phase") != "train":
         parts.append(f"[{p['phase']}]")
     return "  ".join(parts)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from harness._format import duration, gb, percent, sparkline, trend
+from harness._format import duration, gb, key_metric_of, progress_parts
 from memory import Run
 from mistakes import Incident
 
@@ -31,40 +31,13 @@ class HeartbeatView:
     payload: dict[str, Any]  # structured copy stored with the heartbeat
 
 
-def _key_metric(run: Run) -> str | None:
-    spec = run.spec or {}
-    gates = spec.get("gates") or {}
-    return spec.get("key_metric") or (next(iter(gates)) if gates else None)
-
-
 def run_summary(run: Run, *, incidents: int = 0, now: float | None = None) -> tuple[str, str]:
     """(health, one line) for an active run."""
     now = time.time() if now is None else now
     p = run.progress or {}
-    parts: list[str] = []
-    step, total = p.get("step"), p.get("total_steps")
-    if step is not None and total:
-        parts.append(f"step {step}/{total} ({step / total * 100:.0f}%)")
-    elif step is not None:
-        parts.append(f"step {step}")
-    else:
-        parts.append(run.status)
-    if p.get("rate"):
-        parts.append(f"{p['rate']:.2f} it/s · ETA {duration(p.get('eta_s'))}")
-    metrics = p.get("metrics") or {}
-    if "loss" in metrics:
-        parts.append(f"loss {metrics['loss']:.4g} {trend(p.get('loss_history') or [])}".rstrip())
-    key = _key_metric(run)
-    if key and key in metrics:
-        parts.append(f"{key} {metrics[key]:.4g} {sparkline(p.get('key_history') or [])}".rstrip())
-    device = str(p.get("device") or "cpu")
-    if device.startswith("cuda"):
-        parts.append(f"GPU {percent(p.get('gpu_busy'))}")
-        if p.get("vram_used") is not None:
-            parts.append(f"VRAM {gb(p.get('vram_used'))}/{gb(p.get('vram_total'))}")
-    else:
-        parts.append(f"CPU {percent(p.get('cpu_util'))}")
-    parts.append(f"RAM free {gb(p.get('ram_available'))}")
+    parts = progress_parts(p, key_metric_of(run.spec or {}))
+    if p.get("step") is None:
+        parts.insert(0, run.status)
     parts.append(f"incidents {incidents}")
     health = "ok"
     if run.status == "aborting":

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import mistakes as ml
 from harness._cli.common import emit_json, fmt_time, settings_for
 from harness._config import Settings
-from harness._format import duration, progress_line
+from harness._format import duration, key_metric_of, progress_line
 from harness._orphans import abort_unsupervised, supervisor_alive
 from harness._preflight import default_check_spec, preflight_checks
 from harness._spec import RunSpec, apply_overrides, list_presets, load_spec, resolve_command
@@ -219,9 +219,7 @@ def cmd_adopt(args: argparse.Namespace) -> int:
 
 
 def _run_line(run: Run) -> str:
-    spec = run.spec or {}
-    gates = spec.get("gates") or {}
-    key = spec.get("key_metric") or (next(iter(gates)) if gates else None)
+    key = key_metric_of(run.spec or {})
     if run.status in TERMINAL:
         took = duration((run.ended_at or 0) - run.started_at) if run.started_at else "-"
         return f"{run.id}  {run.status:<9} {took:>7}  {run.summary[:100]}"
