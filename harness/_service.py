@@ -30,7 +30,7 @@ from harness._heartbeat import HeartbeatView, build_heartbeat
 from harness._supervisor import Supervisor
 from harness.probes import read_ram
 from memory import Store, active_runs, last_heartbeat, record_heartbeat
-from sidecar import DeliveryWorker, DiscordConfig, enqueue
+from sidecar import DeliveryWorker, DiscordConfig, enqueue, has_undelivered
 
 __all__ = ["Service", "ServiceConfig", "service_config"]
 
@@ -204,6 +204,24 @@ class Service:
             task = asyncio.get_running_loop().create_task(self.send(text, kind="alert"))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    async def flush(self, timeout: float) -> bool:
+        """Wait (while the worker delivers) until the outbox is empty; False on timeout."""
+        if not self.worker.enabled:
+            return False
+        if self._tasks:  # alerts still being written to the outbox
+            await asyncio.wait(self._tasks, timeout=timeout)
+        self.worker.wake()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not await asyncio.to_thread(self._undelivered):
+                return True
+            await asyncio.sleep(0.2)
+        return False
+
+    def _undelivered(self) -> bool:
+        with self.store.read() as s:
+            return has_undelivered(session=s)
 
     # -- heartbeats ---------------------------------------------------------------------
 

@@ -132,8 +132,7 @@ async def _foreground(
         run = waiter.result()
         if run.status == "succeeded":  # failures were announced as alerts already
             printer.message(f"{spec.name}: {run.summary}")
-        if service.worker.enabled:  # the final alerts reach Discord before we exit
-            await service.worker.drain(timeout=10.0)
+        await service.flush(timeout=15.0)  # the final alerts reach Discord before we exit
         return EXIT_OK if run.status == "succeeded" else EXIT_FAILURE
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -307,3 +307,28 @@ def test_second_serve_is_refused_and_sigterm_leaves_jobs_for_the_next_start(
     finally:
         if run_id:
             _kill_marked(run_id)
+
+
+def test_a_foreground_run_delivers_its_alerts_before_it_exits(tmp_path: Path, fake: Fake) -> None:
+    """No daemon: `harness run` itself delivers, and its final alert is out when it returns."""
+    home, env, _ = make_home(tmp_path, fake)
+    spec = home / "crash.toml"
+    spec.write_text(
+        'name = "crash"\n'
+        'command = ["{python}", "-c", "import sys; print(\'boom\', file=sys.stderr); '
+        'sys.exit(3)"]\n'
+        "[watch]\nmin_ram_free_gb = 0.05\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness", "run", str(spec)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    alerts = [
+        m["content"] for m in fake.messages() if "failed: exit code 3" in (m["content"] or "")
+    ]
+    assert len(alerts) == 1 and "boom" in alerts[0]
