@@ -131,6 +131,15 @@ class RunSpec(_Strict):
             )
         return v
 
+    @field_validator("launcher")
+    @classmethod
+    def _launcher_available(cls, v: str) -> str:
+        # torchrun and slurm are part of the design (DESIGN section 11) but not built yet:
+        # refuse them rather than silently running the job locally.
+        if v != "local":
+            raise ValueError(f"only 'local' is implemented in this version, not {v!r}")
+        return v
+
     @field_validator("device")
     @classmethod
     def _device_known(cls, v: str) -> str:

@@ -368,3 +368,10 @@ def test_set_of_a_typed_arg_uses_the_chat_rules() -> None:
         apply_overrides(spec, ["args.steps=abc"])
     with pytest.raises(SpecError, match=r"args.lr: expected a positive number"):
         apply_overrides(spec, ["args.lr=-1"])
+
+
+def test_unbuilt_launchers_are_refused_not_run_locally() -> None:
+    from harness._spec import spec_from_mapping
+
+    with pytest.raises(SpecError, match=r"launcher: only 'local' is implemented"):
+        spec_from_mapping({"name": "x", "command": ["python"], "launcher": "torchrun"}, source="t")
