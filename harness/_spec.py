@@ -137,7 +137,7 @@ class RunSpec(_Strict):
         # torchrun and slurm are part of the design (DESIGN section 11) but not built yet:
         # refuse them rather than silently running the job locally.
         if v != "local":
-            raise ValueError(f"only 'local' is implemented in this version, not {v!r}")
+            raise ValueError("only 'local' is implemented in this version")
         return v
 
     @field_validator("device")
