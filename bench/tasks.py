@@ -30,7 +30,7 @@ import psutil
 
 from harness.probes import CpuProbe
 
-PRESETS = ["echo", "not", "shift", "count"]  # the task presets harness ships
+PRESETS = ["echo", "not", "shift", "count", "mirror"]  # the task presets harness ships
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -115,6 +115,24 @@ def _expand_not(free: np.ndarray) -> np.ndarray:
     return np.repeat(free, 8, axis=1) ^ flip
 
 
+def _expand_mirror(free: np.ndarray) -> np.ndarray:
+    """A random block, then its bit reversal, alternating for 8 positions.
+
+    B, rev(B), B, rev(B), ... where rev reverses the order of the 128 bits (bit k of
+    the next position is bit 127-k of the current one); then a new random block.
+    rev is its own inverse, so every in-group transition is "reverse the current
+    position", which needs only the current position (available at window position 0)
+    and does not depend on the group phase. 7 of 8 transitions follow it, 1 of 8 is
+    random: ceiling 7/8 + 1/8 * 0.5 = 0.9375 at every window position, for any seq_len.
+    Unlike ``not``, each output bit depends on a different input bit at the far end of
+    the position, so the model must learn a permutation, not a per-bit flip.
+    min_seq_len 9 so that every window shows a change of block, i.e. the period.
+    """
+    bits = np.unpackbits(free[:, 0], axis=-1)  # (m, 128), MSB of byte 0 first
+    pair = np.stack([bits, bits[:, ::-1]], axis=1)  # (m, 2, 128): block, reversed
+    return np.packbits(np.tile(pair, (1, 4, 1)), axis=-1)
+
+
 def _expand_shift(free: np.ndarray) -> np.ndarray:
     """A random block rotated right by one bit per position, 16 rotations.
 
@@ -211,6 +229,7 @@ TASKS: dict[str, Task] = {
     for t in [
         Task("echo", group=8, free=1, order=1, min_seq_len=9, expand=_expand_echo),
         Task("not", group=8, free=1, order=1, min_seq_len=9, expand=_expand_not),
+        Task("mirror", group=8, free=1, order=1, min_seq_len=9, expand=_expand_mirror),
         Task("shift", group=16, free=1, order=1, min_seq_len=17, expand=_expand_shift),
         Task("count", group=64, free=1, order=1, min_seq_len=2, expand=_expand_count),
         Task("xor", group=32, free=2, order=2, min_seq_len=4, expand=_expand_xor),

@@ -47,6 +47,7 @@ __all__ = ["TASK_DEFAULTS", "Controls", "TrainConfig", "main", "validate_control
 TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     "echo": {"steps": 120},  # 98 % of ceiling at step ~75, ceiling by ~100
     "not": {"steps": 120},  # 98 % of ceiling at step 75, ceiling by 100
+    "mirror": {"steps": 120},  # 98 % of ceiling at step 75, ceiling by 100
     "shift": {"steps": 120},  # 98 % of ceiling at step 50, ceiling by 100
     "count": {"steps": 250},  # 98 % of ceiling at step 100, ceiling by ~175
     # No preset for these two: this model does not reach 98 % of their ceilings in a CPU

@@ -100,10 +100,15 @@ def _rotr(x: int) -> int:
     return (x >> 1) | ((x & 1) << 127)
 
 
+def _reverse(x: int) -> int:
+    return int(f"{x:0128b}"[::-1], 2)
+
+
 M = (1 << 128) - 1
 ORACLE = {  # next position from (previous, current); previous is None at window position 0
     "echo": lambda prev, cur: cur,
     "not": lambda prev, cur: cur ^ M,
+    "mirror": lambda prev, cur: _reverse(cur),
     "shift": lambda prev, cur: _rotr(cur),
     "count": lambda prev, cur: (cur + 1) & M,
     "xor": lambda prev, cur: cur if prev is None else prev ^ cur,
