@@ -48,8 +48,13 @@ class CheckItem:
     mistake_ids: tuple[str, ...] = ()
 
 
+#: never handed to a job: a training script has no business with the Discord secrets
+SECRET_ENV = ("HARNESS_DISCORD_TOKEN", "HARNESS_DISCORD_WEBHOOK_URL")
+
+
 def run_env(run_dir: Path, run_id: str, extra: dict[str, str]) -> dict[str, str]:
-    env = dict(os.environ)
+    """The job's environment: ours without the secrets, the spec's ``env``, the protocol."""
+    env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}
     env.update(extra)
     env.update(
         {

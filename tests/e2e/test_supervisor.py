@@ -366,3 +366,18 @@ async def test_abort_request_written_by_another_process_stops_the_run(
     assert run.summary == "aborted: abort requested by other: from elsewhere"
     assert ckpt.read_text().startswith("step ")  # SIGINT first: the job could checkpoint
     assert run.exit_code == 0
+
+
+async def test_a_job_never_sees_the_discord_secrets(
+    sup: Supervisor, store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HARNESS_DISCORD_TOKEN", "secret-bot-token-123456")
+    monkeypatch.setenv("HARNESS_DISCORD_WEBHOOK_URL", "https://example.invalid/hook/secret")
+    out = tmp_path / "env.txt"
+    code = "import os, sys; open(sys.argv[1], 'w').write(repr(sorted(os.environ)))"
+    spec = make_spec([sys.executable, "-c", code, str(out)])
+    run = await finish(sup, await sup.launch(spec))
+    seen = out.read_text()
+    assert "HARNESS_RUN_ID" in seen and "HARNESS_METRICS" in seen
+    assert "HARNESS_DISCORD_TOKEN" not in seen and "HARNESS_DISCORD_WEBHOOK_URL" not in seen
+    assert run.status == "succeeded"
