@@ -59,6 +59,11 @@ Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 
 
+#: statuses that mean our credentials are wrong, not the message
+AUTH_STATUSES = (401, 403)
+AUTH_RETRY_S = 300.0
+
+
 class DeliveryWorker:
     """Deliver the outbox of ``store`` to the Discord target in ``config``.
 
@@ -86,6 +91,7 @@ class DeliveryWorker:
         self._blocked_until: dict[str, float] = {}
         self._client: DiscordClient | None = None
         self._busy = False
+        self._auth_reported = False
 
     def __repr__(self) -> str:
         return f"DeliveryWorker({self.store!r}, mode={self.config.mode!r})"
@@ -210,7 +216,12 @@ class DeliveryWorker:
             self._blocked_until[scope] = self._clock() + exc.retry_after
             await asyncio.to_thread(self._retry, message, exc.retry_after, str(exc))
         except RejectedError as exc:
-            await asyncio.to_thread(self._dead, message, exc)
+            if exc.status in AUTH_STATUSES:
+                # A bad or revoked token refuses every message alike: keep them all and
+                # retry slowly (say it once) instead of dead-lettering the whole outbox.
+                await asyncio.to_thread(self._auth_failed, message, exc)
+            else:
+                await asyncio.to_thread(self._dead, message, exc)
         except DeliveryError as exc:
             delay = self._backoff(message.attempts)
             log.warning(
@@ -249,6 +260,31 @@ class DeliveryWorker:
             mark_retry(
                 session=session, message_id=message.id, delay=delay, error=error, now=self._clock()
             )
+
+    def _auth_failed(self, message: OutboxMessage, exc: RejectedError) -> None:
+        assert message.id is not None
+        with self.store.write() as session:
+            mark_retry(
+                session=session,
+                message_id=message.id,
+                delay=AUTH_RETRY_S,
+                error=str(exc),
+                now=self._clock(),
+            )
+            if not self._auth_reported:
+                log.error("Discord refused our credentials (%s); delivery paused", exc.status)
+                record_incident(
+                    session=session,
+                    rule="delivery",
+                    severity="error",
+                    summary=(
+                        f"Discord refused the bot token or webhook ({exc.status}); messages "
+                        f"are kept and retried every {AUTH_RETRY_S:g} s"
+                    ),
+                    evidence={"status": exc.status, "code": exc.code, "outbox_id": message.id},
+                    action="delivery paused; fix the token or webhook and restart",
+                )
+                self._auth_reported = True
 
     def _dead(self, message: OutboxMessage, exc: RejectedError) -> None:
         assert message.id is not None

@@ -280,3 +280,22 @@ async def test_without_discord_the_worker_does_not_run_and_messages_stay_listed(
         assert [(m.payload["content"], m.state) for m in list_messages(session=s)] == [
             ("kept", "pending")
         ]
+
+
+async def test_a_refused_token_pauses_delivery_instead_of_losing_the_outbox(
+    fake: FakeDiscord, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sidecar._worker as worker_module
+
+    monkeypatch.setattr(worker_module, "AUTH_RETRY_S", 0.3)
+    fake.refuse_next(3, status=401, code=0, message="401: Unauthorized")
+    queue(store, "first", "second")
+
+    assert await DeliveryWorker(store, config(fake)).drain(timeout=15)
+
+    assert contents(fake) == ["first", "second"]  # nothing dead-lettered, order kept
+    with store.read() as s:
+        assert {m.state for m in list_messages(session=s)} == {"sent"}
+        incidents = list_incidents(session=s, rule="delivery")
+    [incident] = incidents  # said once, not once per attempt
+    assert "401" in incident.summary and "retried" in incident.summary

@@ -45,7 +45,7 @@ async def test_the_fake_in_its_own_process_records_and_misbehaves_on_request(
     webhook = f"{fake_url}/api/webhooks/111/fake-webhook-token-abcdefghijklmnopqrstuvwxyz"
     conf = DiscordConfig(webhook_url=SecretStr(webhook), backoff_base_s=0.05, poll_s=0.2)
     async with aiohttp.ClientSession(fake_url) as http:
-        async with http.post("/_fake/config", json={"refuse_next": {"status": 403}}) as r:
+        async with http.post("/_fake/config", json={"refuse_next": {"status": 404}}) as r:
             assert r.status == 200
         with store.write() as s:
             for text in ("refused", "kept"):
@@ -58,4 +58,4 @@ async def test_the_fake_in_its_own_process_records_and_misbehaves_on_request(
         async with http.get("/_fake/requests") as r:
             statuses = [q["status"] for q in await r.json()]
     assert [m["content"] for m in messages] == ["kept"]
-    assert statuses == [403, 200]
+    assert statuses == [404, 200]
