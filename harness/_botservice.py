@@ -27,6 +27,7 @@ from harness._overrides import OverrideError, chat_overrides, check_control
 from harness._service import Service
 from harness._spec import SpecError, apply_overrides, list_presets, load_preset
 from harness._supervisor import LaunchRefused
+from harness.report import read_json
 from memory import TERMINAL, Run, RunNotFoundError, active_runs, find_run, list_runs
 
 __all__ = ["BotService", "run_view"]
@@ -36,8 +37,6 @@ def run_view(run: Run) -> RunView:
     line = progress_line(run.name, run.status, run.progress or {}, key_metric_of(run.spec or {}))
     controls: dict[str, Any] = {}
     try:
-        from harness.report import read_json
-
         controls = read_json(f"{run.run_dir}/controls.json")
     except (OSError, ValueError):
         pass

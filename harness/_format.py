@@ -77,7 +77,7 @@ def _fmt(v: Any) -> str:
 
 
 def key_metric_of(spec: Mapping[str, Any]) -> str | None:
-    """The metric shown with a sparkline: ``key_metric``, else the first gate's metric."""
+    """:attr:`RunSpec.shown_metric` for a spec stored as a dict (a run row)."""
     gates = spec.get("gates") or {}
     key = spec.get("key_metric") or (next(iter(gates)) if gates else None)
     return str(key) if key else None

@@ -202,7 +202,7 @@ class RunMachine:
         self.spec = spec
         self.cfg = spec.watch
         self.gates = spec.parsed_gates()
-        self.key_metric = spec.key_metric or (self.gates[0].metric if self.gates else None)
+        self.key_metric = spec.shown_metric
         self.started_at = started_at
         self.status = "running"
         self.abort_reason: str | None = None

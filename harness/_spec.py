@@ -187,6 +187,11 @@ class RunSpec(_Strict):
                 raise ValueError(f"{metric}: {exc}") from None
         return v
 
+    @property
+    def shown_metric(self) -> str | None:
+        """The metric shown with a sparkline: ``key_metric``, else the first gate's metric."""
+        return self.key_metric or next(iter(self.gates), None)
+
     def parsed_gates(self) -> list[Gate]:
         return [parse_gate(k, v) for k, v in self.gates.items()]
 

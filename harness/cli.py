@@ -191,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _cmd(sub, "checklist", f"{mod}:cmd_checklist", "the prevention checklist")
     _json(p)
-    _cmd(sub, "tour", "harness._cli.demo:cmd_demo", "a guided tour of the mistake log")
+    _cmd(sub, "tour", "harness._cli.tour:cmd_tour", "a guided tour of the mistake log")
     return parser
 
 

@@ -122,7 +122,7 @@ async def _foreground(
         if interrupted:
             request_abort()
         waiter = asyncio.ensure_future(sup.wait(run_id))
-        key = spec.key_metric or (spec.parsed_gates()[0].metric if spec.gates else None)
+        key = spec.shown_metric
         while not waiter.done():
             machine = sup.machines.get(run_id)
             if machine is not None:
@@ -156,7 +156,7 @@ def _follow_daemon(settings: Settings, spec: RunSpec, source: str, info: DaemonI
             printer.message(f"{spec.name}: launch {exc}", alert=True)
             return EXIT_FAILURE if exc.status == 422 else 2
         printer.message(f"{spec.name}: started {run_id} on harness serve (pid {info.pid})")
-        key = spec.key_metric or (spec.parsed_gates()[0].metric if spec.gates else None)
+        key = spec.shown_metric
         aborted = False
         while True:
             try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -187,7 +186,3 @@ async def test_strangers_change_nothing(tree: Tree, real: BotService) -> None:
         from memory import Heartbeat
 
         assert s.exec(select(Heartbeat)).all() == []
-
-
-def test_python_is_this_interpreter() -> None:
-    assert Path(sys.executable).exists()

@@ -23,7 +23,7 @@ def _step(title: str, argv: list[str]) -> None:
         raise SystemExit(code)
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
+def cmd_tour(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="harness-demo-") as home:
         os.environ["HARNESS_HOME"] = home
         print(f"state dir for this tour: {home}")
