@@ -114,8 +114,8 @@ def idle_rss(settle_s: float = 8.0) -> tuple[float, float]:
 
 
 async def _punctuality(beats: int, interval: float) -> tuple[list[float], int]:
-    from harness._config import Settings
-    from harness._service import Service, ServiceConfig
+    from harness.daemon.config import Settings
+    from harness.daemon.service import Service, ServiceConfig
     from mistakes import open_log
 
     with tempfile.TemporaryDirectory() as home:

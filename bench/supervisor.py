@@ -40,7 +40,7 @@ from typing import Any
 # Run as a script, this file's folder is sys.path[0] and its name would shadow the package.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-from harness.report import Reporter  # noqa: E402
+from harness.job import Reporter  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 REPORT_EVERY_S = 0.25
@@ -209,7 +209,7 @@ async def run_supervised(sup: Any, spec: Any) -> tuple[float, float, float, floa
 
 
 def make_spec(name: str, argv: list[str], *overrides: str) -> Any:
-    from harness._spec import RunSpec, apply_overrides
+    from harness.core.spec import RunSpec, apply_overrides
 
     spec = RunSpec(name=name, command=argv, device="cpu")
     return apply_overrides(spec, ["watch.min_ram_free_gb=0.2", *overrides])
@@ -217,8 +217,8 @@ def make_spec(name: str, argv: list[str], *overrides: str) -> Any:
 
 async def overhead(args: argparse.Namespace, tmp: Path) -> None:
     import mistakes as ml
-    from harness._config import Settings
-    from harness._supervisor import Supervisor
+    from harness.daemon.config import Settings
+    from harness.runtime.supervisor import Supervisor
 
     settings = Settings(state_dir=tmp / "state")
     store = ml.open_log(settings.db_path)
@@ -294,10 +294,10 @@ def op_costs(
     sup: Any, store: Any, run_id: str, argv: list[str], tmp: Path
 ) -> list[tuple[str, float, float, float]]:
     """Wall and CPU time of each recurring operation of the watch loop, called directly."""
-    from harness._machine import MetricLines, ProbeSample, RunMachine
-    from harness._supervisor import PROGRESS_EVERY_S, TAIL_EVERY_S
-    from harness._tail import MetricsTail
-    from harness.probes import CpuProbe, process_tree, read_ram
+    from harness.core.machine import MetricLines, ProbeSample, RunMachine
+    from harness.runtime.probes import CpuProbe, process_tree, read_ram
+    from harness.runtime.supervisor import PROGRESS_EVERY_S, TAIL_EVERY_S
+    from harness.runtime.tail import MetricsTail
 
     run_dir = tmp / "ops"
     run_dir.mkdir()
@@ -356,8 +356,8 @@ def op_costs(
 
 async def detection(args: argparse.Namespace, tmp: Path) -> None:
     import mistakes as ml
-    from harness._config import Settings
-    from harness._supervisor import TAIL_EVERY_S, Supervisor
+    from harness.daemon.config import Settings
+    from harness.runtime.supervisor import TAIL_EVERY_S, Supervisor
 
     settings = Settings(state_dir=tmp / "state-detect")
     store = ml.open_log(settings.db_path)

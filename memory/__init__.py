@@ -32,10 +32,13 @@ from ._runs import (
     active_runs,
     find_run,
     list_runs,
+    pending_abort,
     processes_of_finished_runs,
     register_process,
+    request_abort,
 )
 from ._store import SCHEMA_VERSION, Store, open_store
+from ._text import clip, one_line
 
 __all__ = [
     "ACTIVE",
@@ -57,17 +60,21 @@ __all__ = [
     "StoreError",
     "active_runs",
     "add_note",
+    "clip",
     "find_run",
     "get_marker",
     "last_heartbeat",
     "list_notes",
     "list_runs",
     "mark_read",
+    "one_line",
     "open_store",
+    "pending_abort",
     "processes_of_finished_runs",
     "record_heartbeat",
     "register_process",
     "remove_note",
+    "request_abort",
     "set_marker",
     "state_dir",
     "unread_inbox",

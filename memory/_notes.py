@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from typing import Any
 
 from sqlmodel import Field, Session, SQLModel, col, select
 
@@ -53,17 +52,6 @@ class Note(SQLModel, table=True):
     author: str = "terminal"
     read_at: float | None = None
     removed_at: float | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "ts": self.ts,
-            "kind": self.kind,
-            "text": self.text,
-            "author": self.author,
-            "read_at": self.read_at,
-            "removed_at": self.removed_at,
-        }
 
 
 class Marker(SQLModel, table=True):
@@ -151,7 +139,8 @@ def remove_note(
     row = session.get(Note, note_id)
     word = _KIND_WORD[_check_kind(kind)] if kind is not None else "note"
     if row is None or row.removed_at is not None or (kind is not None and row.kind != kind):
-        raise NoteNotFoundError(f"no {word} #{note_id}")
+        listing = "orders list" if kind == "order" else "notes"
+        raise NoteNotFoundError(f"no {word} #{note_id} (see `harness {listing}`)")
     row.removed_at = time.time() if now is None else now
     session.add(row)
     return row

@@ -24,8 +24,10 @@ __all__ = [
     "active_runs",
     "find_run",
     "list_runs",
+    "pending_abort",
     "processes_of_finished_runs",
     "register_process",
+    "request_abort",
 ]
 
 TERMINAL = ("succeeded", "failed", "aborted", "lost")
@@ -61,25 +63,6 @@ class Run(SQLModel, table=True):
     @property
     def active(self) -> bool:
         return self.status in ACTIVE
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "name": self.name,
-            "source": self.source,
-            "spec": self.spec,
-            "status": self.status,
-            "created_at": self.created_at,
-            "started_at": self.started_at,
-            "ended_at": self.ended_at,
-            "run_dir": self.run_dir,
-            "pid": self.pid,
-            "exit_code": self.exit_code,
-            "summary": self.summary,
-            "result": self.result,
-            "progress": self.progress,
-            "abort_requested": self.abort_requested,
-        }
 
 
 class RunProcess(SQLModel, table=True):
@@ -120,6 +103,29 @@ def find_run(*, session: Session, ref: str) -> Run:
     if not matches:
         raise RunNotFoundError(f"no run {ref!r} (see `harness runs`)")
     raise RunNotFoundError(f"{ref!r} matches several runs: {', '.join(m.id for m in matches)}, …")
+
+
+def request_abort(*, session: Session, run_id: str, reason: str, by: str) -> Run:
+    """Ask the supervisor watching ``run_id`` to abort it (it polls for this row's request).
+
+    Any process may call this: the terminal, the HTTP API, Discord, another supervisor.
+    The first request wins; a later one does not overwrite its reason.
+    """
+    row = session.get(Run, run_id)
+    if row is None:
+        raise RunNotFoundError(f"no run {run_id!r} (see `harness runs`)")
+    if row.abort_requested is None:
+        row.abort_requested, row.abort_by = reason, by
+        session.add(row)
+    return row
+
+
+def pending_abort(*, session: Session, run_id: str) -> tuple[str, str] | None:
+    """(reason, by) when an abort of ``run_id`` was requested, else None."""
+    row = session.get(Run, run_id)
+    if row is None or row.abort_requested is None:
+        return None
+    return row.abort_requested, row.abort_by or "user"
 
 
 def list_runs(*, session: Session, limit: int = 50, active_only: bool = False) -> list[Run]:

@@ -47,6 +47,8 @@ import re
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 
+from memory import clip
+
 __all__ = [
     "ID_RE",
     "STANDARD_FIELDS",
@@ -364,7 +366,9 @@ class _Parser:
         text = " ".join(part for part in draft.parts if part)
         titled = _ITEM_TITLE_RE.fullmatch(text)
         if titled is None:
-            self._problem(draft.line, f"checklist item without a **Title:** part: {_clip(text)!r}")
+            self._problem(
+                draft.line, f"checklist item without a **Title:** part: {clip(text, 60)!r}"
+            )
             return None
         title = titled[1].strip()
         tail = _ITEM_IDS_RE.fullmatch(titled[2].strip())
@@ -403,10 +407,6 @@ def _normalize(lines: Iterable[str]) -> str:
     while stripped and not stripped[-1]:
         stripped.pop()
     return "\n".join(stripped)
-
-
-def _clip(text: str, limit: int = 60) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 # --------------------------------------------------------------------------- render

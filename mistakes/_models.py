@@ -54,15 +54,9 @@ class Mistake(SQLModel, table=True):
         return [(k, v) for k, v in out if v] + [(k, v) for k, v in self.extra]
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "title": self.title,
-            "category": self.category,
-            "section": self.section,
-            **{col: getattr(self, col) for col in STANDARD_COLUMNS.values()},
-            "extra": {k: v for k, v in self.extra},
-            "source": self.source,
-        }
+        """The row for JSON output: the category spelled out, extra fields as a mapping."""
+        data = self.model_dump(exclude={"key", "position", "updated_at", "extra"})
+        return {**data, "category": self.category, "extra": dict(self.extra)}
 
 
 class ChecklistItem(SQLModel, table=True):
@@ -80,13 +74,7 @@ class ChecklistItem(SQLModel, table=True):
     source: str = "user"
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "title": self.title,
-            "text": self.text,
-            "mistake_ids": list(self.mistake_ids),
-            "rule": self.rule,
-            "checked": self.checked,
-        }
+        return self.model_dump(include={"title", "text", "mistake_ids", "rule", "checked"})
 
 
 class Incident(SQLModel, table=True):
@@ -104,22 +92,6 @@ class Incident(SQLModel, table=True):
     resolved: bool = False
     resolved_at: float | None = None
     resolution_note: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "ts": self.ts,
-            "run_id": self.run_id,
-            "rule": self.rule,
-            "mistake_id": self.mistake_id,
-            "severity": self.severity,
-            "summary": self.summary,
-            "evidence": self.evidence,
-            "action": self.action,
-            "resolved": self.resolved,
-            "resolved_at": self.resolved_at,
-            "resolution_note": self.resolution_note,
-        }
 
 
 _MISTAKE_BODY = (

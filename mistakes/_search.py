@@ -9,6 +9,7 @@ Mistakes are ranked by bm25 over the whole catalogue; incidents by bm25 among th
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 
@@ -35,13 +36,7 @@ class SearchHit:
     score: float  # bm25: lower is better
 
     def as_dict(self) -> dict[str, object]:
-        return {
-            "kind": self.kind,
-            "id": self.id,
-            "title": self.title,
-            "snippet": self.snippet,
-            "score": self.score,
-        }
+        return dataclasses.asdict(self)
 
 
 def fts_query(user_text: str, *, any_word: bool = False) -> str | None:

@@ -1,4 +1,4 @@
-"""Train BitGPT on a bit-stream task and talk to the harness through harness.report.
+"""Train BitGPT on a bit-stream task and talk to the harness through harness.job.
 
     python -m model.train --task echo                 # CPU or GPU, defaults per task
     python -m model.train --task echo --preflight     # checks only, exit 0 if all pass
@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from harness.report import Reporter
+from harness.job import Reporter
 from model.data import (
     TASKS,
     DataError,

@@ -198,7 +198,7 @@ async def _health(request: web.Request) -> web.Response:
 def _list(store: Store, state: str | None, limit: int) -> list[dict[str, Any]]:
     with store.read() as session:
         rows = list_messages(session=session, state=state, limit=limit)
-        return [r.as_dict() for r in rows]
+        return [r.model_dump() for r in rows]
 
 
 async def _messages(request: web.Request) -> web.Response:

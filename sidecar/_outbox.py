@@ -72,21 +72,6 @@ class OutboxMessage(SQLModel, table=True):
     nonce: str | None = None
     discord_message_id: str | None = None
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "created_at": self.created_at,
-            "kind": self.kind,
-            "payload": self.payload,
-            "state": self.state,
-            "attempts": self.attempts,
-            "next_attempt_at": self.next_attempt_at,
-            "last_error": self.last_error,
-            "sent_at": self.sent_at,
-            "nonce": self.nonce,
-            "discord_message_id": self.discord_message_id,
-        }
-
 
 class SidecarMeta(SQLModel, table=True):
     """Small key/value facts about this database that the sidecar needs (the nonce salt)."""

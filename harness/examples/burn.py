@@ -12,7 +12,7 @@ import multiprocessing as mp
 import os
 import time
 
-from harness.report import Reporter
+from harness.job import Reporter
 
 
 def _spin(stop_at: float) -> None:

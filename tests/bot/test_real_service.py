@@ -15,10 +15,10 @@ from sqlmodel import select
 
 import mistakes as ml
 from bot import BotConfig, build_tree
-from harness._botservice import BotService
-from harness._config import Settings
-from harness._service import Service, ServiceConfig
-from harness.cli import main as harness_main
+from harness.cli.main import main as harness_main
+from harness.daemon.botservice import BotService
+from harness.daemon.config import load_settings
+from harness.daemon.service import Service
 from memory import TERMINAL, Run
 
 from .conftest import ADMIN, GUILD, OPERATOR_ROLE, STRANGER, command, make_interaction
@@ -51,7 +51,7 @@ async def real(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator
     (state / "presets" / "quick.toml").write_text(PRESET)
     monkeypatch.setenv("HARNESS_HOME", str(state))
     store = ml.open_log(state / "harness.db")
-    service = Service(Settings(state_dir=state), store, ServiceConfig())
+    service = Service(load_settings({"HARNESS_HOME": str(state)}), store)
     adapter = BotService(service)
     try:
         yield adapter

@@ -23,9 +23,9 @@ import psutil
 import pytest
 
 import mistakes as ml
-from harness._config import Settings
-from harness._spec import RunSpec
-from harness._supervisor import Supervisor
+from harness.core.spec import RunSpec
+from harness.daemon.config import Settings, load_settings
+from harness.runtime.supervisor import Supervisor
 from memory import Run, Store
 
 JOBS = Path(__file__).parent / "jobs"
@@ -148,13 +148,13 @@ def reaper(monkeypatch: pytest.MonkeyPatch) -> Iterator[Reaper]:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(state_dir=tmp_path / "state")
+    return load_settings({"HARNESS_HOME": str(tmp_path / "state")})
 
 
 @pytest.fixture
 def store(settings: Settings) -> Iterator[Store]:
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
-    s = ml.open_log(settings.db_path)
+    settings.paths.home.mkdir(parents=True, exist_ok=True)
+    s = ml.open_log(settings.paths.db_path)
     try:
         yield s
     finally:
@@ -183,7 +183,7 @@ def notes() -> Notes:
 async def sup(
     store: Store, settings: Settings, notes: Notes, reaper: Reaper
 ) -> AsyncIterator[Supervisor]:
-    s = Supervisor(store, settings, notify=notes)
+    s = Supervisor(store, settings.paths.runs_dir, notify=notes)
     try:
         yield s
     finally:

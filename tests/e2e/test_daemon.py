@@ -263,7 +263,7 @@ def test_second_serve_is_refused_and_sigterm_leaves_jobs_for_the_next_start(
     spec = home / "steady.toml"
     spec.write_text(
         'name = "steady"\n'
-        'command = ["{python}", "-c", "import time; from harness.report import Reporter; '
+        'command = ["{python}", "-c", "import time; from harness.job import Reporter; '
         "r = Reporter(); r.start(total_steps=40, device='cpu')\\n"
         "for i in range(40):\\n    r.step(i, loss=1/(i+1)); time.sleep(0.25)\\n"
         'r.end(acc=1.0)"]\n'

@@ -17,9 +17,11 @@ import psutil
 import pytest
 from sqlmodel import select
 
-from harness._procs import MARKER_ENV
-from harness._spec import apply_overrides, load_spec
-from harness._supervisor import LaunchRefused, Supervisor
+from harness.core.spec import apply_overrides
+from harness.errors import LaunchRefused
+from harness.runtime.procs import MARKER_ENV
+from harness.runtime.specs import load_spec
+from harness.runtime.supervisor import Supervisor
 from memory import Run, Store, register_process
 from tests.e2e.conftest import (
     Notes,

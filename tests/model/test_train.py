@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import torch
 
-from harness.report import write_json_atomic
+from harness._atomic import write_json_atomic
 from model.train import main, validate_control
 
 TINY = ["--d-model", "32", "--layers", "1", "--heads", "2", "--batch", "16", "--seq-len", "16"]

@@ -260,8 +260,8 @@ async def test_a_wrong_channel_is_dead_lettered_and_no_secret_shows_anywhere(
         [incident] = list_incidents(session=s, rule="delivery")
     assert "Unknown Channel" in incident.summary
     visible = " ".join(
-        [caplog.text, repr(channel), repr(hook), repr(worker), str(incident.as_dict())]
-        + [str(r.as_dict()) for r in rows]
+        [caplog.text, repr(channel), repr(hook), repr(worker), str(incident.model_dump())]
+        + [str(r.model_dump()) for r in rows]
     )
     assert "outbox message" in caplog.text  # the dead-lettering was logged...
     assert fake.bot_token not in visible  # ...without the bot token

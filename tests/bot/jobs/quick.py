@@ -3,7 +3,7 @@
 import argparse
 import time
 
-from harness.report import Reporter
+from harness.job import Reporter
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--steps", type=int, default=100)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from harness.report import Reporter
+from harness.job import Reporter
 
 rep = Reporter()
 rep.start(total_steps=10, device="cpu")

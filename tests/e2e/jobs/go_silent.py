@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from harness.report import Reporter
+from harness.job import Reporter
 
 rep = Reporter()
 rep.start(total_steps=100, device="cpu")

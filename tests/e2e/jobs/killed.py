@@ -6,7 +6,7 @@ import os
 import signal
 import sys
 
-from harness.report import Reporter
+from harness.job import Reporter
 
 rep = Reporter()
 rep.start(total_steps=10, device="cpu")

@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from harness.report import Reporter
+from harness.job import Reporter
 
 
 def raw(text: bytes) -> None:

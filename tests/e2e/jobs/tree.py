@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 
-from harness.report import Reporter
+from harness.job import Reporter
 
 
 def main() -> None:

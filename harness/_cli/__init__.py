@@ -1,1 +1,0 @@
-"""Command handlers, imported lazily by harness.cli."""

@@ -1,0 +1,202 @@
+"""``harness status | runs | abort | logs | controls``: looking at runs and steering them."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import mistakes as ml
+from harness.cli.common import emit_json, fmt_time, store_for
+from harness.cli.exits import EXIT_FAILURE, EXIT_OK
+from harness.core.format import duration, key_metric_of, progress_line
+from harness.core.overrides import CONTROL_RULES, check_control
+from harness.core.values import toml_value
+from harness.errors import ConflictError, HarnessError, UsageError
+from harness.job.protocol import CONTROLS_FILE, STDERR_FILE, STDOUT_FILE
+from harness.runtime.controls import update_controls
+from harness.runtime.orphans import abort_unsupervised, supervisor_alive
+from memory import TERMINAL, Run, Store, clip, find_run, list_runs, request_abort
+
+
+def _find(store: Store, ref: str) -> Run:
+    """A run by id, unique prefix or ``last``; ``memory.RunNotFoundError`` (exit 1) if none."""
+    with store.read() as s:
+        return find_run(session=s, ref=ref)
+
+
+# -- status, runs -------------------------------------------------------------------------
+
+
+def _run_line(run: Run) -> str:
+    key = key_metric_of(run.spec or {})
+    if run.status in TERMINAL:
+        took = duration((run.ended_at or 0) - run.started_at) if run.started_at else "-"
+        return f"{run.id}  {run.status:<9} {took:>7}  {clip(run.summary, 100)}"
+    return f"{run.id}  " + progress_line(run.name, run.status, run.progress or {}, key)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    with store_for(args) as store:
+        if args.run:
+            run = _find(store, args.run)
+            if args.json:
+                emit_json(run.model_dump())
+                return EXIT_OK
+            print(_run_line(run))
+            print(
+                f"  created {fmt_time(run.created_at)}  started {fmt_time(run.started_at)}"
+                f"  ended {fmt_time(run.ended_at)}"
+            )
+            print(f"  run dir {run.run_dir}")
+            for gate in (run.result or {}).get("gates", []):
+                print(
+                    f"  gate {gate['gate']}: value {gate['value']} "
+                    f"{'pass' if gate['passed'] else 'FAIL'}"
+                )
+            with store.read() as s:
+                for inc in ml.list_incidents(session=s, run_id=run.id, limit=10):
+                    print(f"  incident #{inc.id} {inc.rule} {inc.mistake_id or ''}: {inc.summary}")
+            return EXIT_OK
+        with store.read() as s:
+            runs = list_runs(session=s, active_only=True)
+        if args.json:
+            emit_json([r.model_dump() for r in runs])
+            return EXIT_OK
+        if not runs:
+            print("no active runs")
+        for run in runs:
+            print(_run_line(run))
+    return EXIT_OK
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    with store_for(args) as store, store.read() as s:
+        runs = list_runs(session=s, limit=args.limit)
+    if args.json:
+        emit_json([r.model_dump() for r in runs])
+        return EXIT_OK
+    if not runs:
+        print("no runs yet")
+    for run in runs:
+        print(_run_line(run))
+    return EXIT_OK
+
+
+# -- abort ----------------------------------------------------------------------------------
+
+
+def cmd_abort(args: argparse.Namespace) -> int:
+    reason = args.reason or "requested at the terminal"
+    with store_for(args) as store:
+        run = _find(store, args.run)
+        if run.status in TERMINAL:
+            raise ConflictError(f"run {run.id} is already {run.status}; nothing to abort")
+        if not supervisor_alive(run.supervisor_pid, run.supervisor_create_time):
+            done = abort_unsupervised(store, run.id, reason)
+            print(f"{run.id}: {done.summary if done else 'aborted'}")
+            return EXIT_OK
+        with store.write() as s:
+            request_abort(session=s, run_id=run.id, reason=reason, by="terminal")
+        print(f"{run.id}: abort requested; waiting for the supervisor", file=sys.stderr)
+        deadline = time.monotonic() + args.wait
+        while time.monotonic() < deadline:
+            with store.read() as s:
+                row = s.get(Run, run.id)
+            if row is not None and row.status in TERMINAL:
+                print(f"{run.id}: {row.summary}")
+                return EXIT_OK
+            time.sleep(0.2)
+        print(f"{run.id}: abort requested; the run has not ended yet", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+# -- logs -----------------------------------------------------------------------------------
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    with store_for(args) as store:
+        run = _find(store, args.run)
+        path = Path(run.run_dir) / (STDERR_FILE if args.stderr else STDOUT_FILE)
+        try:
+            f = path.open("rb")
+        except OSError as exc:
+            raise HarnessError(f"cannot read {path}: {exc.strerror}") from None
+        with f:
+            while True:
+                chunk = f.read(65536)
+                if chunk:
+                    sys.stdout.buffer.write(chunk)
+                    sys.stdout.flush()
+                    continue
+                if not args.follow:
+                    return EXIT_OK
+                with store.read() as s:
+                    row = s.get(Run, run.id)
+                if row is None or row.status in TERMINAL:
+                    sys.stdout.buffer.write(f.read())
+                    return EXIT_OK
+                time.sleep(0.3)
+
+
+# -- controls -------------------------------------------------------------------------------
+
+
+def _parse_changes(items: list[str]) -> dict[str, Any]:
+    """``lr=0.0005 data_weights={echo=1}`` -> values; known controls checked by their rules."""
+    changes: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise UsageError(f"expected key=value, got {item!r}")
+        value = toml_value(raw.strip())
+        changes[key] = check_control(key, value) if key in CONTROL_RULES else value
+    return changes
+
+
+def cmd_controls_set(args: argparse.Namespace) -> int:
+    """Merge changes into the run's controls.json; the job applies them and reports back."""
+    changes = _parse_changes(args.changes)
+    with store_for(args) as store:
+        run = _find(store, args.run)
+    if run.status in TERMINAL:
+        raise ConflictError(f"run {run.id} is already {run.status}; its controls no longer matter")
+    merged = update_controls(run.run_dir, changes)
+    if args.json:
+        emit_json({"id": run.id, "controls": merged})
+        return EXIT_OK
+    shown = ", ".join(f"{k}={merged[k]!r}" for k in changes)
+    print(f"{run.id}: controls set: {shown} (the job reports what it applied in its metrics)")
+    unknown = [k for k in changes if k not in CONTROL_RULES]
+    if unknown:
+        print(
+            f"note: {', '.join(unknown)} not among the controls harness knows "
+            f"({', '.join(CONTROL_RULES)}); your job decides what to do with them",
+            file=sys.stderr,
+        )
+    return EXIT_OK
+
+
+def cmd_controls_show(args: argparse.Namespace) -> int:
+    from harness._atomic import read_json
+
+    with store_for(args) as store:
+        run = _find(store, args.run)
+    path = Path(run.run_dir) / CONTROLS_FILE
+    try:
+        controls = read_json(path)
+    except FileNotFoundError:
+        controls = {}
+    except (OSError, ValueError) as exc:
+        raise HarnessError(f"{path}: cannot read ({exc})") from None
+    if args.json:
+        emit_json({"id": run.id, "controls": controls})
+        return EXIT_OK
+    if not controls:
+        print(f"{run.id}: no controls set")
+    for key, value in sorted(controls.items()):
+        print(f"{key} = {value!r}")
+    return EXIT_OK

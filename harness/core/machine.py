@@ -1,0 +1,406 @@
+"""The run state machine: events in, actions out, the clock passed in (DESIGN section 5).
+
+``RunMachine`` holds what has been observed of one running job and decides; it never
+touches a process, a file or a clock. The shell (``harness.runtime.supervisor``) turns the world
+into events (metric lines, probe samples, ticks, the process exiting, an abort request)
+and carries out the actions it returns (terminate the tree, record an incident, send an
+alert, finish the run).
+
+States handled here: ``running -> aborting -> aborted`` and ``running -> succeeded |
+failed``. The earlier states (queued, preflight, starting) and ``lost`` belong to the
+shell, which decides them before or instead of a machine.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.core.rules import (
+    Finding,
+    GateResult,
+    UtilSample,
+    check_gates,
+    check_nonfinite,
+    check_ram,
+    check_stall,
+    check_utilisation,
+)
+from harness.core.spec import RunSpec
+from harness.core.values import as_float
+from memory import TERMINAL
+
+__all__ = [
+    "AbortRequested",
+    "Action",
+    "Event",
+    "Exited",
+    "Finish",
+    "MetricLines",
+    "Notify",
+    "ProbeSample",
+    "RecordIncident",
+    "RunMachine",
+    "Terminate",
+    "Tick",
+]
+
+_HISTORY = 60  # points kept for trends and sparklines
+
+
+# -- events -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MetricLines:
+    t: float
+    records: Sequence[Mapping[str, Any]]
+    garbage: int = 0
+    oversized: int = 0
+    first_garbage: str | None = None
+
+
+@dataclass(frozen=True)
+class ProbeSample:
+    t: float
+    cpu_util: float | None  # the job's tree as a fraction of the machine
+    ram_available: int | None  # bytes, cgroup-aware
+    gpu_busy: float | None = None  # SM activity, else utilisation, of the job's GPUs
+    vram_used: int | None = None
+    vram_total: int | None = None
+    # how much of the machine the job wanted: running plus runnable-but-waiting (the
+    # probe's available_util); what the utilisation rule judges a CPU job by, so a busy
+    # job starved by other load is not called wasteful
+    cpu_available: float | None = None
+
+
+@dataclass(frozen=True)
+class Tick:
+    t: float
+
+
+@dataclass(frozen=True)
+class Exited:
+    t: float
+    code: int | None  # None when unknown (a re-adopted job whose exit status was not kept)
+    stderr_tail: str = ""
+
+
+@dataclass(frozen=True)
+class AbortRequested:
+    t: float
+    reason: str
+    by: str = "user"
+
+
+Event = MetricLines | ProbeSample | Tick | Exited | AbortRequested
+
+
+# -- actions ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Terminate:
+    reason: str
+
+
+@dataclass(frozen=True)
+class RecordIncident:
+    finding: Finding
+    severity: str
+    action: str
+
+
+@dataclass(frozen=True)
+class Notify:
+    text: str
+    alert: bool = True  # alerts go out at once; others wait for the heartbeat
+
+
+@dataclass(frozen=True)
+class Finish:
+    status: str
+    summary: str
+    result: dict[str, Any]
+
+
+Action = Terminate | RecordIncident | Notify | Finish
+
+
+# -- the machine ------------------------------------------------------------------------
+
+
+@dataclass
+class Progress:
+    """What is known of the run now; the status line and the heartbeat read it."""
+
+    phase: str = "train"
+    device: str = "auto"
+    step: int | None = None
+    total_steps: int | None = None
+    metrics: dict[str, float] = field(default_factory=dict)  # latest numeric value per key
+    final: dict[str, Any] = field(default_factory=dict)  # from the `end` event
+    loss_history: deque[float] = field(default_factory=lambda: deque(maxlen=_HISTORY))
+    key_history: deque[float] = field(default_factory=lambda: deque(maxlen=_HISTORY))
+    step_times: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=_HISTORY))
+    lines: int = 0
+    garbage: int = 0
+    oversized: int = 0
+    cpu_util: float | None = None
+    gpu_busy: float | None = None
+    ram_available: int | None = None
+    vram_used: int | None = None
+    vram_total: int | None = None
+    last_line_at: float = 0.0
+    ended: bool = False
+    controls: list[dict[str, Any]] = field(default_factory=list)  # applied/rejected reports
+
+    def rate(self) -> float | None:
+        """Steps per second over the recent step lines."""
+        if len(self.step_times) < 2:
+            return None
+        (t0, s0), (t1, s1) = self.step_times[0], self.step_times[-1]
+        return (s1 - s0) / (t1 - t0) if t1 > t0 and s1 > s0 else None
+
+    def eta_s(self) -> float | None:
+        rate = self.rate()
+        if rate is None or self.step is None or self.total_steps is None:
+            return None
+        return max(self.total_steps - self.step, 0) / rate
+
+    def snapshot(self) -> dict[str, Any]:
+        """A JSON-friendly view for the database, the status line and heartbeats."""
+        return {
+            "phase": self.phase,
+            "device": self.device,
+            "step": self.step,
+            "total_steps": self.total_steps,
+            "rate": self.rate(),
+            "eta_s": self.eta_s(),
+            "metrics": dict(self.metrics),
+            "loss_history": list(self.loss_history),
+            "key_history": list(self.key_history),
+            "lines": self.lines,
+            "garbage": self.garbage,
+            "oversized": self.oversized,
+            "cpu_util": self.cpu_util,
+            "gpu_busy": self.gpu_busy,
+            "ram_available": self.ram_available,
+            "vram_used": self.vram_used,
+            "vram_total": self.vram_total,
+        }
+
+
+class RunMachine:
+    """Decides, for one run, when to abort and how it ended."""
+
+    def __init__(self, spec: RunSpec, *, started_at: float) -> None:
+        self.spec = spec
+        self.cfg = spec.watch
+        self.gates = spec.parsed_gates()
+        self.key_metric = spec.shown_metric
+        self.started_at = started_at
+        self.status = "running"
+        self.abort_reason: str | None = None
+        self.progress = Progress(device=spec.device, last_line_at=started_at)
+        self._samples: deque[UtilSample] = deque()
+        self._warned: set[str] = set()
+
+    @property
+    def done(self) -> bool:
+        return self.status in TERMINAL
+
+    @property
+    def device(self) -> str:
+        return self.progress.device if self.progress.device != "auto" else "cpu"
+
+    def handle(self, event: Event) -> list[Action]:
+        if self.done:
+            return []
+        if isinstance(event, MetricLines):
+            return self._on_lines(event)
+        if isinstance(event, ProbeSample):
+            return self._on_sample(event)
+        if isinstance(event, Tick):
+            return self._on_tick(event.t)
+        if isinstance(event, AbortRequested):
+            finding = Finding(
+                "user_abort", "abort", f"abort requested by {event.by}: {event.reason}", {}
+            )
+            return self._abort(finding, severity="info")
+        return self._on_exit(event)
+
+    # -- observations -----------------------------------------------------------------
+
+    def _on_lines(self, ev: MetricLines) -> list[Action]:
+        p = self.progress
+        actions: list[Action] = []
+        if ev.records:
+            p.last_line_at = ev.t
+        p.lines += len(ev.records)
+        p.oversized += ev.oversized
+        if ev.garbage or ev.oversized:
+            first = not (p.garbage or self._warned & {"garbage"})
+            p.garbage += ev.garbage
+            if first and "garbage" not in self._warned:
+                self._warned.add("garbage")
+                what = f"{ev.garbage} unreadable" if ev.garbage else f"{ev.oversized} oversized"
+                excerpt = f": {ev.first_garbage}" if ev.first_garbage else ""
+                actions.append(
+                    Notify(f"metrics.jsonl: {what} line(s) skipped{excerpt}", alert=False)
+                )
+        for rec in ev.records:
+            actions += self._on_record(rec, ev.t)
+            if self.status != "running":
+                break
+        return actions
+
+    def _on_record(self, rec: Mapping[str, Any], t: float) -> list[Action]:
+        p = self.progress
+        event = rec.get("event")
+        if event == "start":
+            total = rec.get("total_steps")
+            if isinstance(total, int) and not isinstance(total, bool) and total > 0:
+                p.total_steps = total
+            if isinstance(rec.get("device"), str):
+                p.device = rec["device"]
+        elif event == "phase" and isinstance(rec.get("phase"), str):
+            p.phase = rec["phase"]
+        elif event == "end":
+            p.ended = True
+            p.final.update({k: v for k, v in rec.items() if k not in ("event", "t")})
+        elif event == "controls":
+            p.controls.append({k: v for k, v in rec.items() if k != "t"})
+        step = rec.get("step")
+        if isinstance(step, int) and not isinstance(step, bool) and event is None:
+            p.step = step
+            p.step_times.append((t, step))
+        for key, value in rec.items():
+            if key in ("t", "step", "event"):
+                continue
+            number = as_float(value)
+            if number is not None:
+                p.metrics[key] = number
+                if key == "loss" and math.isfinite(number):
+                    p.loss_history.append(number)
+                if key == self.key_metric and math.isfinite(number):
+                    p.key_history.append(number)
+        finding = check_nonfinite(rec, self.cfg)
+        if finding is None:
+            return []
+        if finding.level == "abort":
+            return self._abort(finding)
+        return self._warn_once(finding)
+
+    def _on_sample(self, ev: ProbeSample) -> list[Action]:
+        p = self.progress
+        p.cpu_util, p.gpu_busy = ev.cpu_util, ev.gpu_busy
+        p.ram_available, p.vram_used, p.vram_total = ev.ram_available, ev.vram_used, ev.vram_total
+        cpu = ev.cpu_available if ev.cpu_available is not None else ev.cpu_util
+        util = ev.gpu_busy if self.device.startswith("cuda") else cpu
+        self._samples.append(UtilSample(ev.t, util, p.phase))
+        horizon = ev.t - self.cfg.util_window_s - 2 * self.cfg.sample_every_s
+        while self._samples and self._samples[0].t < horizon:
+            self._samples.popleft()
+        if ev.ram_available is not None:
+            ram = check_ram(ev.ram_available, self.cfg, before_launch=False)
+            if ram.level == "abort":
+                return self._abort(ram)
+        return self._on_tick(ev.t)
+
+    def _on_tick(self, now: float) -> list[Action]:
+        if self.status != "running":
+            return []
+        stall = check_stall(self.progress.last_line_at, now=now, cfg=self.cfg)
+        if stall is not None:
+            return self._abort(stall)
+        util = check_utilisation(
+            list(self._samples),
+            now=now,
+            started_at=self.started_at,
+            cfg=self.cfg,
+            device=self.device,
+        )
+        if util is not None and util.level == "abort":
+            return self._abort(util)
+        return []
+
+    # -- decisions --------------------------------------------------------------------
+
+    def _warn_once(self, finding: Finding) -> list[Action]:
+        if finding.rule in self._warned:
+            return []
+        self._warned.add(finding.rule)
+        return [
+            RecordIncident(finding, "warn", "warned"),
+            Notify(f"{self.spec.name}: warning: {finding.summary}"),
+        ]
+
+    def _abort(self, finding: Finding, *, severity: str = "abort") -> list[Action]:
+        if self.status != "running":
+            return []
+        self.status = "aborting"
+        self.abort_reason = finding.summary
+        return [
+            RecordIncident(finding, severity, "aborted the run (SIGINT, then SIGTERM, SIGKILL)"),
+            Notify(f"{self.spec.name}: aborting: {finding.summary}"),
+            Terminate(finding.summary),
+        ]
+
+    def _on_exit(self, ev: Exited) -> list[Action]:
+        p = self.progress
+        final = {**p.metrics, **{k: v for k, v in p.final.items()}}
+        result: dict[str, Any] = {"exit_code": ev.code, "final": final}
+        if self.status == "aborting":
+            self.status = "aborted"
+            summary = f"aborted: {self.abort_reason}"
+            return [Finish("aborted", summary, result), Notify(f"{self.spec.name}: {summary}")]
+        clean = ev.code == 0 or (ev.code is None and p.ended)
+        if not clean:
+            self.status = "failed"
+            tail = ev.stderr_tail.strip().splitlines()
+            last = tail[-1][:300] if tail else "no output on stderr"
+            code = "unknown exit status" if ev.code is None else _describe_code(ev.code)
+            summary = f"failed: {code}: {last}"
+            finding = Finding(
+                "exit", "abort", summary, {"exit_code": ev.code, "stderr": tail[-20:]}
+            )
+            result["stderr_tail"] = tail[-20:]
+            return [
+                RecordIncident(finding, "error", "none: the job ended by itself"),
+                Finish("failed", summary, result),
+                Notify(f"{self.spec.name}: {summary}"),
+            ]
+        results = check_gates(self.gates, final)
+        result["gates"] = [_gate_dict(r) for r in results]
+        failed = [r for r in results if not r.passed]
+        if not failed:
+            self.status = "succeeded"
+            shown = "; ".join(r.describe() for r in results) or "no gates declared"
+            return [Finish("succeeded", f"succeeded: {shown}", result)]
+        self.status = "failed"
+        summary = "failed gates: " + "; ".join(r.describe() for r in failed)
+        actions: list[Action] = [
+            RecordIncident(
+                Finding("gates", "abort", r.describe(), _gate_dict(r)), "error", "run failed"
+            )
+            for r in failed
+        ]
+        return [*actions, Finish("failed", summary, result), Notify(f"{self.spec.name}: {summary}")]
+
+
+def _gate_dict(r: GateResult) -> dict[str, Any]:
+    return {"metric": r.gate.metric, "gate": str(r.gate), "value": r.value, "passed": r.passed}
+
+
+def _describe_code(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"

@@ -1,0 +1,300 @@
+"""Run specs (DESIGN section 4), validated with pydantic; pure, no files read here.
+
+A spec is TOML. Unknown keys are errors naming the key and the file; every error is one
+line: ``echo.toml: watch.min_util: must be between 0 and 1, got 1.5``. ``--set
+key=value`` overrides take dotted keys (``watch.min_util=0.5``, ``controls.lr=0.01``,
+``args.steps=200``) with TOML values; a word that is not TOML is a string, and keys that
+hold text (``name``, ``env.*``, ``gates.*``) take the text as written. Values must be
+finite numbers; booleans and strings are not numbers. Reading spec files and presets is
+``harness.runtime.specs``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import operator
+import re
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from types import NoneType, UnionType
+from typing import Any, Literal, Union, get_args, get_origin
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from harness.core.overrides import TYPED_SPEC_KEYS
+from harness.core.values import toml_value
+from harness.errors import SpecError
+
+__all__ = [
+    "Gate",
+    "RunSpec",
+    "SpecError",
+    "WatchConfig",
+    "apply_overrides",
+    "args_to_flags",
+    "parse_gate",
+    "spec_from_mapping",
+    "spec_from_toml",
+]
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_GATE_RE = re.compile(r"^\s*(>=|<=|==|!=|>|<)\s*(\S+)\s*$")
+_OPS: dict[str, Callable[[float, float], bool]] = {
+    ">=": operator.ge,
+    "<=": operator.le,
+    ">": operator.gt,
+    "<": operator.lt,
+    "==": operator.eq,
+    "!=": operator.ne,
+}
+
+
+@dataclass(frozen=True)
+class Gate:
+    metric: str
+    op: str
+    threshold: float
+
+    def passes(self, value: float) -> bool:
+        return _OPS[self.op](value, self.threshold)
+
+    def __str__(self) -> str:
+        return f"{self.metric} {self.op} {self.threshold:g}"
+
+
+def parse_gate(metric: str, expr: str) -> Gate:
+    m = _GATE_RE.match(expr)
+    if not m:
+        raise ValueError(f"expected an operator and a number such as '>= 0.93', got {expr!r}")
+    try:
+        threshold = float(m.group(2))
+    except ValueError:
+        raise ValueError(f"threshold must be a number, got {m.group(2)!r}") from None
+    if not math.isfinite(threshold):
+        raise ValueError(f"threshold must be a finite number, got {m.group(2)!r}")
+    return Gate(metric, m.group(1), threshold)
+
+
+class _Strict(BaseModel):
+    # strict: `min_util = true` or `stall_s = "120"` is a mistake, not a number (an int is
+    # still accepted where a float is expected). No inf/nan: a spec must survive JSON.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+
+class WatchConfig(_Strict):
+    """Thresholds of the rules; every one has a default."""
+
+    min_util: float = Field(0.80, ge=0.0, le=1.0)
+    util_grace_s: float = Field(60.0, ge=0.0)
+    util_window_s: float = Field(30.0, gt=0.0)
+    min_ram_free_gb: float = Field(4.0, ge=0.0)
+    stall_s: float = Field(120.0, gt=0.0)
+    nonfinite: Literal["abort", "warn"] = "abort"
+    sample_every_s: float = Field(1.0, gt=0.0, le=60.0)
+    int_grace_s: float = Field(10.0, ge=0.0)  # after SIGINT, before SIGTERM
+    term_grace_s: float = Field(5.0, ge=0.0)  # after SIGTERM, before SIGKILL
+
+
+class RunSpec(_Strict):
+    name: str
+    command: list[str] = Field(min_length=1)
+    device: str = "auto"
+    launcher: Literal["local", "torchrun", "slurm"] = "local"
+    preflight: list[list[str]] = Field(default_factory=list)
+    preflight_timeout_s: float = Field(300.0, gt=0.0)
+    args: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    env: dict[str, str] = Field(default_factory=dict)
+    cwd: str | None = None
+    watch: WatchConfig = Field(default_factory=WatchConfig)
+    gates: dict[str, str] = Field(default_factory=dict)
+    controls: dict[str, Any] = Field(default_factory=dict)
+    key_metric: str | None = None  # shown with a sparkline in heartbeats; default: first gate
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_safe(cls, v: str) -> str:
+        if not _NAME_RE.fullmatch(v) or ".." in v:
+            raise ValueError(
+                "must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+            )
+        return v
+
+    @field_validator("launcher")
+    @classmethod
+    def _launcher_available(cls, v: str) -> str:
+        # torchrun and slurm are part of the design (DESIGN section 11) but not built yet:
+        # refuse them rather than silently running the job locally.
+        if v != "local":
+            raise ValueError("only 'local' is implemented in this version")
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _device_known(cls, v: str) -> str:
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", v):
+            raise ValueError("must be auto, cpu, cuda or cuda:N")
+        return v
+
+    @field_validator("command")
+    @classmethod
+    def _command_words(cls, v: list[str]) -> list[str]:
+        if not v[0].strip():
+            raise ValueError("the first word (the program) is empty")
+        return v
+
+    @field_validator("args", mode="before")
+    @classmethod
+    def _args_scalar(cls, v: Any) -> Any:
+        if isinstance(v, Mapping):
+            for key, value in v.items():
+                if not isinstance(value, str | int | float | bool):
+                    raise ValueError(
+                        f"{key}: expected a string, number or boolean, got {type(value).__name__}"
+                    )
+        return v
+
+    @field_validator("controls", mode="before")
+    @classmethod
+    def _controls_json(cls, v: Any) -> Any:
+        if isinstance(v, Mapping):
+            for key, value in v.items():
+                bad = _not_json(value)
+                if bad:
+                    raise ValueError(f"{key}: {bad}")
+        return v
+
+    @field_validator("gates")
+    @classmethod
+    def _gates_parse(cls, v: dict[str, str]) -> dict[str, str]:
+        for metric, expr in v.items():
+            if not isinstance(expr, str):
+                raise ValueError(f"{metric}: expected a string such as '>= 0.93'")
+            try:
+                parse_gate(metric, expr)
+            except ValueError as exc:
+                raise ValueError(f"{metric}: {exc}") from None
+        return v
+
+    @property
+    def shown_metric(self) -> str | None:
+        """The metric shown with a sparkline: ``key_metric``, else the first gate's metric."""
+        return self.key_metric or next(iter(self.gates), None)
+
+    def parsed_gates(self) -> list[Gate]:
+        return [parse_gate(k, v) for k, v in self.gates.items()]
+
+
+def _not_json(value: Any) -> str | None:
+    """Why ``value`` cannot go into controls.json (TOML dates, inf/nan), or None."""
+    if isinstance(value, dt.date | dt.time):
+        return "dates and times are not allowed (quote the value to pass text)"
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"must be a finite number, got {value}"
+    if isinstance(value, Mapping):
+        return next((f"{k}: {b}" for k, x in value.items() if (b := _not_json(x))), None)
+    if isinstance(value, list):
+        return next((b for x in value if (b := _not_json(x))), None)
+    return None
+
+
+def _describe(exc: ValidationError, source: str) -> SpecError:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        msg = f"{source}: unknown key {loc!r}"
+    elif kind == "missing":
+        msg = f"{source}: missing required key {loc!r}"
+    else:
+        got = err.get("input")
+        text = str(err["msg"]).removeprefix("Value error, ")
+        if isinstance(got, dict | list) and kind == "value_error":
+            shown = ""  # our validators name the entry that is wrong
+        elif isinstance(got, dict | list):
+            shown = f" (got a {'table' if isinstance(got, dict) else 'list'})"
+        else:
+            shown = f" (got {got!r})"
+        msg = f"{source}: {loc}: {text}{shown}"
+    more = len(exc.errors()) - 1
+    return SpecError(msg + (f"; and {more} more problem{'s' * (more > 1)}" if more else ""))
+
+
+def spec_from_mapping(data: Mapping[str, Any], *, source: str) -> RunSpec:
+    try:
+        return RunSpec.model_validate(dict(data))
+    except ValidationError as exc:
+        raise _describe(exc, source) from None
+
+
+def spec_from_toml(text: str, *, source: str) -> RunSpec:
+    """A spec from TOML text; ``source`` names it in every error."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"{source}: not valid TOML ({exc})") from None
+    return spec_from_mapping(data, source=source)
+
+
+def _wants_text(annotation: Any) -> bool:
+    """True for ``str`` and ``str | None`` fields: an override's text is taken as written."""
+    return annotation is str or (
+        get_origin(annotation) in (Union, UnionType)
+        and set(get_args(annotation)) == {str, NoneType}
+    )
+
+
+def apply_overrides(spec: RunSpec, overrides: Sequence[str], *, source: str = "--set") -> RunSpec:
+    """Apply ``key=value`` overrides; an unknown key or a bad value is a SpecError."""
+    data = spec.model_dump()
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise SpecError(f"{source}: expected key=value, got {item!r}")
+        parts = key.split(".")
+        node: Any = data
+        model: Any = RunSpec
+        text_values = False  # inside env/gates: every value is text
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            free_table = model is None  # inside controls/gates/env: any key
+            if not free_table and part not in model.model_fields:
+                raise SpecError(f"{source}: unknown key {key!r}")
+            if last:
+                value = toml_value(raw)
+                as_text = (
+                    text_values if free_table else _wants_text(model.model_fields[part].annotation)
+                )
+                if as_text and not isinstance(value, str):
+                    value = raw.strip()
+                rule = TYPED_SPEC_KEYS.get(key)
+                if rule is not None:  # the same value rules as chat overrides
+                    try:
+                        value = rule(value)
+                    except ValueError as exc:
+                        raise SpecError(f"{source}: {key}: {exc}") from None
+                node[part] = value
+                break
+            if not isinstance(node.get(part), dict):
+                raise SpecError(f"{source}: {'.'.join(parts[: i + 1])!r} is not a table")
+            annotation = None if free_table else model.model_fields[part].annotation
+            is_model = isinstance(annotation, type) and issubclass(annotation, BaseModel)
+            if not free_table and not is_model:
+                text_values = get_origin(annotation) is dict and get_args(annotation)[1] is str
+            model = annotation if is_model else None
+            node = node[part]
+    return spec_from_mapping(data, source=source)
+
+
+def args_to_flags(args: Mapping[str, str | int | float | bool]) -> list[str]:
+    """Spec args as flags: ``{"seq_len": 32, "compile": True}`` -> ``--seq-len 32 --compile``."""
+    flags: list[str] = []
+    for key, value in args.items():
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            flags.append(flag)
+        elif value is not False:
+            flags += [flag, str(value)]
+    return flags

@@ -1,0 +1,205 @@
+"""The pre-launch checklist (DESIGN section 5): stale processes, RAM headroom, the
+command, and the spec's preflight commands.
+
+A preflight command speaks a tiny protocol: one line per check, ``PASS name: evidence``
+or ``FAIL name: evidence``, and a non-zero exit when anything failed. Known check names
+map to rules, and so to the mistakes they guard against (``gradient flow`` -> M-032,
+``seq_len`` -> M-008); any other failure is a ``preflight`` item.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import mistakes as ml
+from harness.core.rules import check_ram
+from harness.core.spec import RunSpec
+from harness.errors import SpecError
+from harness.runtime import procs
+from harness.runtime.probes import read_ram
+from harness.runtime.specs import resolve_command
+from memory import Store, active_runs, processes_of_finished_runs
+
+__all__ = ["CHECK_RULES", "CheckItem", "default_check_spec", "preflight_checks", "run_env"]
+
+# The preflight protocol: one line per check, "PASS name: evidence" or "FAIL name: evidence".
+_CHECK_LINE = re.compile(r"^\s*(PASS|FAIL)\s+([^:]{1,60}):\s*(.*)$")
+#: check names a preflight command may print -> the rule (and so the mistakes) they enforce
+CHECK_RULES = {
+    "gradient flow": "gradient_flow",
+    "gradient_flow": "gradient_flow",
+    "seq_len": "input_coverage",
+    "input coverage": "input_coverage",
+    "input_coverage": "input_coverage",
+}
+
+
+@dataclass(frozen=True)
+class CheckItem:
+    """One line of the pre-launch checklist (``harness check`` prints these)."""
+
+    name: str
+    passed: bool
+    evidence: str
+    rule: str | None = None
+    mistake_ids: tuple[str, ...] = ()
+
+
+#: never handed to a job: a training script has no business with the Discord secrets
+SECRET_ENV = ("HARNESS_DISCORD_TOKEN", "HARNESS_DISCORD_WEBHOOK_URL")
+
+
+def run_env(run_dir: Path, run_id: str, extra: dict[str, str]) -> dict[str, str]:
+    """The job's environment: ours without the secrets, the spec's ``env``, the protocol."""
+    env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}
+    env.update(extra)
+    env.update(
+        {
+            "HARNESS_RUN_ID": run_id,
+            "HARNESS_RUN_DIR": str(run_dir),
+            "HARNESS_METRICS": str(run_dir / "metrics.jsonl"),
+            "HARNESS_CONTROLS": str(run_dir / "controls.json"),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env
+
+
+def _preflight_command(
+    argv: list[str], spec: RunSpec, run_dir: Path, env: dict[str, str], cwd: Path
+) -> tuple[list[CheckItem], int | None]:
+    """Run one preflight command; PASS/FAIL lines become items, the exit code decides."""
+    try:
+        words = resolve_command(argv, run_dir=run_dir, args=spec.args)
+    except SpecError as exc:
+        return [CheckItem("preflight", False, str(exc), "preflight")], None
+    try:
+        proc = subprocess.run(
+            words,
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=spec.preflight_timeout_s,
+            start_new_session=True,
+        )
+    except subprocess.TimeoutExpired:
+        msg = f"{' '.join(argv)} timed out after {spec.preflight_timeout_s:g} s"
+        return [CheckItem("preflight", False, msg, "preflight")], None
+    except OSError as exc:
+        return [CheckItem("preflight", False, f"cannot run {words[0]}: {exc}", "preflight")], None
+    items = []
+    for line in (proc.stdout + "\n" + proc.stderr).splitlines():
+        m = _CHECK_LINE.match(line)
+        if m:
+            name = m.group(2).strip()
+            rule = CHECK_RULES.get(name.lower(), name if name in ml.RULE_LINKS else "preflight")
+            items.append(
+                CheckItem(
+                    name,
+                    m.group(1) == "PASS",
+                    m.group(3).strip(),
+                    rule,
+                    ml.RULE_LINKS.get(rule, ()),
+                )
+            )
+    if proc.returncode != 0 and not any(not i.passed for i in items):
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+        items.append(
+            CheckItem(
+                "preflight", False, f"exit code {proc.returncode}: {tail[0][:300]}", "preflight"
+            )
+        )
+    return items, proc.returncode
+
+
+def preflight_checks(
+    spec: RunSpec, *, run_dir: Path, run_id: str, store: Store | None, clean: bool
+) -> list[CheckItem]:
+    """The pre-launch checklist. ``clean`` terminates stale processes (else only reports)."""
+    items: list[CheckItem] = []
+    # Stale processes (M-025): only processes the harness started for runs that are over.
+    records: list[procs.ProcRecord] = []
+    active: set[str] = set()
+    if store is not None:
+        with store.read() as s:
+            records = [
+                procs.ProcRecord(p.pid, p.create_time, p.run_id)
+                for p in processes_of_finished_runs(session=s)
+            ]
+            active = {r.id for r in active_runs(session=s)}
+    if clean:
+        killed = procs.sweep_stale(records, active_run_ids=active)
+        survived = [k for k in killed if k.survived]
+        text = (
+            f"terminated {len(killed)} stale process(es): "
+            + ", ".join(f"{k.pid} ({k.run_id})" for k in killed)
+            if killed
+            else "none found"
+        )
+        items.append(
+            CheckItem(
+                "stale processes",
+                not survived,
+                text,
+                "stale_processes",
+                ml.RULE_LINKS["stale_processes"],
+            )
+        )
+    else:
+        stale = [r for r in records if r.run_id not in active and procs.is_ours(r)]
+        text = (
+            f"{len(stale)} found: "
+            + ", ".join(f"{r.pid} ({r.run_id})" for r in stale)
+            + " (terminated at the next launch)"
+            if stale
+            else "none found"
+        )
+        items.append(
+            CheckItem(
+                "stale processes",
+                not stale,
+                text,
+                "stale_processes",
+                ml.RULE_LINKS["stale_processes"],
+            )
+        )
+    # RAM headroom before launch (M-030).
+    ram = check_ram(read_ram().available_bytes, spec.watch, before_launch=True)
+    items.append(
+        CheckItem(
+            "RAM headroom",
+            ram.level == "ok",
+            # A failing summary already names the minimum.
+            ram.summary
+            if ram.level != "ok"
+            else f"{ram.summary} (minimum {spec.watch.min_ram_free_gb:g} GB)",
+            "ram_headroom",
+            ml.RULE_LINKS["ram_headroom"],
+        )
+    )
+    # The command itself.
+    try:
+        resolve_command(spec.command, run_dir=run_dir)
+        items.append(CheckItem("command", True, " ".join(spec.command)))
+    except SpecError as exc:
+        items.append(CheckItem("command", False, str(exc)))
+    # The spec's preflight commands (gradient flow M-032, input coverage M-008, ...).
+    if spec.preflight:
+        env = run_env(run_dir, run_id, spec.env)
+        env[procs.MARKER_ENV] = run_id
+        cwd = Path(spec.cwd) if spec.cwd else Path.cwd()
+        for argv in spec.preflight:
+            got, _ = _preflight_command(argv, spec, run_dir, env, cwd)
+            items += got
+    return items
+
+
+def default_check_spec() -> RunSpec:
+    """The spec ``harness check`` and the briefing use when none is given."""
+    return RunSpec.model_validate({"name": "check", "command": [sys.executable]})

@@ -1,0 +1,91 @@
+"""Spec files and presets on disk, and a spec's command resolved against this machine.
+
+Presets are the specs shipped in ``harness/presets/`` plus ``*.toml`` in the user's
+presets folder (the user's file wins on a name clash). :func:`load_preset` only ever
+reads presets (what chat may pick); :func:`load_spec` also takes a path (what the
+terminal may give). Parsing and validation are ``harness.core.spec``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from collections.abc import Mapping, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from harness.core.spec import RunSpec, args_to_flags, spec_from_toml
+from harness.errors import NotFoundError, SpecError
+
+__all__ = ["list_presets", "load_preset", "load_spec", "resolve_command"]
+
+
+def _read_spec(path: Path) -> RunSpec:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise NotFoundError(f"{path}: no such spec file") from None
+    except IsADirectoryError:
+        raise SpecError(f"{path}: is a directory, not a spec file") from None
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise SpecError(f"{path}: not UTF-8 text") from None
+    return spec_from_toml(text, source=str(path))
+
+
+def _builtin_presets() -> dict[str, str]:
+    out = {}
+    for entry in resources.files("harness").joinpath("presets").iterdir():
+        if entry.name.endswith(".toml"):
+            out[entry.name[: -len(".toml")]] = entry.read_text(encoding="utf-8")
+    return out
+
+
+def list_presets(presets_dir: Path | None) -> dict[str, str]:
+    """Preset name -> where it comes from (``built-in`` or the user's file)."""
+    found = {name: "built-in" for name in _builtin_presets()}
+    if presets_dir is not None and presets_dir.is_dir():
+        for p in sorted(presets_dir.glob("*.toml")):
+            found[p.stem] = str(p)
+    return dict(sorted(found.items()))
+
+
+def load_spec(ref: str, *, presets_dir: Path | None = None) -> tuple[RunSpec, str]:
+    """A spec from a ``.toml`` path or a preset name; returns it with its source label.
+
+    For the terminal only: a path can name any file. Chat must use :func:`load_preset`.
+    """
+    path = Path(ref)
+    if ref.endswith(".toml") or path.is_file():
+        return _read_spec(path), str(path)
+    return load_preset(ref, presets_dir=presets_dir)
+
+
+def load_preset(name: str, *, presets_dir: Path | None = None) -> tuple[RunSpec, str]:
+    """A preset by name (the user's folder first, then the built-ins); never a path."""
+    where = list_presets(presets_dir).get(name)
+    if presets_dir is not None and where not in (None, "built-in"):
+        user = presets_dir / f"{name}.toml"
+        return _read_spec(user), str(user)
+    builtin = _builtin_presets()
+    if name in builtin:
+        return spec_from_toml(builtin[name], source=f"preset {name}"), f"preset {name}"
+    known = ", ".join(list_presets(presets_dir)) or "none"
+    raise NotFoundError(f"no spec file or preset named {name!r} (presets: {known})")
+
+
+def resolve_command(
+    argv: Sequence[str], *, run_dir: Path, args: Mapping[str, Any] | None = None
+) -> list[str]:
+    """Expand ``{python}`` and ``{run_dir}``, append ``args`` as flags, check the program."""
+    words = [w.replace("{python}", sys.executable).replace("{run_dir}", str(run_dir)) for w in argv]
+    words += args_to_flags(args or {})
+    program = words[0]
+    if "/" in program:
+        if not Path(program).exists():
+            raise SpecError(f"command: program {program!r} does not exist")
+    elif shutil.which(program) is None:
+        raise SpecError(f"command: program {program!r} not found on PATH")
+    return words
