@@ -114,17 +114,16 @@ def idle_rss(settle_s: float = 8.0) -> tuple[float, float]:
 
 
 async def _punctuality(beats: int, interval: float) -> tuple[list[float], int]:
-    from harness.daemon.config import Settings
-    from harness.daemon.service import Service, ServiceConfig
+    from harness.daemon import Service, load_settings
     from mistakes import open_log
 
     with tempfile.TemporaryDirectory() as home:
         store = open_log(Path(home) / "harness.db")
-        service = Service(
-            Settings(state_dir=Path(home)),
-            store,
-            ServiceConfig(heartbeat_s=interval, misfire_grace_s=1),
-        )
+        flags = {
+            "heartbeat.interval_s": (interval, "--heartbeat"),
+            "heartbeat.misfire_grace_s": (1, "bench"),
+        }
+        service = Service(load_settings({"HARNESS_HOME": home}, flags=flags), store)
         done: list[float] = []
         original = service.heartbeat
 

@@ -209,7 +209,8 @@ async def run_supervised(sup: Any, spec: Any) -> tuple[float, float, float, floa
 
 
 def make_spec(name: str, argv: list[str], *overrides: str) -> Any:
-    from harness.core.spec import RunSpec, apply_overrides
+    from harness import RunSpec
+    from harness.core import apply_overrides
 
     spec = RunSpec(name=name, command=argv, device="cpu")
     return apply_overrides(spec, ["watch.min_ram_free_gb=0.2", *overrides])
@@ -217,12 +218,10 @@ def make_spec(name: str, argv: list[str], *overrides: str) -> Any:
 
 async def overhead(args: argparse.Namespace, tmp: Path) -> None:
     import mistakes as ml
-    from harness.daemon.config import Settings
-    from harness.runtime.supervisor import Supervisor
+    from harness import Supervisor
 
-    settings = Settings(state_dir=tmp / "state")
-    store = ml.open_log(settings.db_path)
-    sup = Supervisor(store, settings)
+    store = ml.open_log(tmp / "state" / "harness.db")
+    sup = Supervisor(store, tmp / "state" / "runs")
     iterations = calibrate(args.work_s) * 2
     argv = job_argv("overhead", str(iterations), "2")
     # min_util 0: a shared machine must not get the reference job aborted mid-measurement.
@@ -294,10 +293,15 @@ def op_costs(
     sup: Any, store: Any, run_id: str, argv: list[str], tmp: Path
 ) -> list[tuple[str, float, float, float]]:
     """Wall and CPU time of each recurring operation of the watch loop, called directly."""
-    from harness.core.machine import MetricLines, ProbeSample, RunMachine
-    from harness.runtime.probes import CpuProbe, process_tree, read_ram
-    from harness.runtime.supervisor import PROGRESS_EVERY_S, TAIL_EVERY_S
-    from harness.runtime.tail import MetricsTail
+    from harness.core import MetricLines, ProbeSample, RunMachine
+    from harness.runtime import (
+        PROGRESS_EVERY_S,
+        TAIL_EVERY_S,
+        CpuProbe,
+        MetricsTail,
+        process_tree,
+        read_ram,
+    )
 
     run_dir = tmp / "ops"
     run_dir.mkdir()
@@ -356,12 +360,11 @@ def op_costs(
 
 async def detection(args: argparse.Namespace, tmp: Path) -> None:
     import mistakes as ml
-    from harness.daemon.config import Settings
-    from harness.runtime.supervisor import TAIL_EVERY_S, Supervisor
+    from harness import Supervisor
+    from harness.runtime import TAIL_EVERY_S
 
-    settings = Settings(state_dir=tmp / "state-detect")
-    store = ml.open_log(settings.db_path)
-    sup = Supervisor(store, settings)
+    store = ml.open_log(tmp / "state-detect" / "harness.db")
+    sup = Supervisor(store, tmp / "state-detect" / "runs")
     common = ["watch.int_grace_s=5", "watch.sample_every_s=1"]
     cases = [
         (

@@ -28,7 +28,7 @@ from typing import Any
 
 import psutil
 
-from harness.runtime.probes import CpuProbe
+from harness.runtime import CpuProbe
 
 PRESETS = ["echo", "not", "shift", "count", "mirror"]  # the task presets harness ships
 ROOT = Path(__file__).resolve().parents[1]

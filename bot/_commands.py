@@ -363,7 +363,14 @@ def build_tree(
 
         return complete
 
-    run = app_commands.Group(name="run", description="Start, watch and abort training runs")
+    # Discord takes permissions on top-level commands only: a top-level command holding a
+    # mutating one is guild-only and, by default, shown to server admins alone (they grant
+    # it to the team's roles under Server Settings > Integrations). The allow-lists of
+    # BotConfig still decide, at every call, who may run it.
+    guarded = {"guild_only": True, "default_permissions": discord.Permissions.none()}
+    run = app_commands.Group(
+        name="run", description="Start, watch and abort training runs", **guarded
+    )
 
     @run.command(name="start", description="Start a run from a preset")
     @app_commands.describe(
@@ -395,7 +402,9 @@ def build_tree(
     ) -> None:
         await h.run_abort(interaction, run, reason)
 
-    controls = app_commands.Group(name="controls", description="Live controls of a running job")
+    controls = app_commands.Group(
+        name="controls", description="Live controls of a running job", **guarded
+    )
 
     @controls.command(name="set", description="Set one live control of a running job")
     @app_commands.describe(run="Run id", key="Control name, e.g. lr", value="New value")
@@ -432,6 +441,8 @@ def build_tree(
         await h.incidents(interaction, run)
 
     @app_commands.command(name="heartbeat", description="Post a heartbeat now")
+    @app_commands.guild_only()
+    @app_commands.default_permissions()
     async def heartbeat(interaction: Interaction) -> None:
         await h.heartbeat(interaction)
 

@@ -86,6 +86,8 @@ def register_process(
 def find_run(*, session: Session, ref: str) -> Run:
     """A run by its id or a unique prefix of it, or ``last`` for the newest run."""
     ref = ref.strip()
+    if not ref:
+        raise RunNotFoundError("no run id given (see `harness runs`)")
     if ref == "last":
         row = session.exec(select(Run).order_by(col(Run.created_at).desc())).first()
         if row is None:

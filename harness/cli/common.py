@@ -9,14 +9,23 @@ import re
 import sys
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import mistakes as ml
 from harness.daemon.config import Settings, load_settings
-from harness.errors import UsageError
+from harness.errors import HarnessError, NotFoundError, UsageError
 from memory import Store
 
-__all__ = ["FLAG_SETTINGS", "emit_json", "fmt_time", "parse_since", "settings_for", "store_for"]
+__all__ = [
+    "FLAG_SETTINGS",
+    "emit_json",
+    "fmt_time",
+    "parse_since",
+    "read_input",
+    "settings_for",
+    "store_for",
+]
 
 #: command-line flags that set a setting: argparse dest -> (dotted key, flag as typed)
 FLAG_SETTINGS = {
@@ -43,6 +52,18 @@ def settings_for(args: argparse.Namespace) -> Settings:
 def store_for(args: argparse.Namespace) -> Store:
     """The store with the mistake log's tables (incidents are everywhere)."""
     return ml.open_log(settings_for(args).paths.db_path)
+
+
+def read_input(path: Path) -> bytes:
+    """A file named on the command line: missing is not found (1), a directory bad input (2)."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise NotFoundError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise UsageError(f"{path}: is a directory, not a file") from None
+    except OSError as exc:
+        raise HarnessError(f"cannot read {path}: {exc.strerror}") from None
 
 
 def emit_json(data: Any) -> None:

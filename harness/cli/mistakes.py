@@ -9,7 +9,7 @@ from pathlib import Path
 
 import mistakes as ml
 from harness._atomic import write_text_atomic
-from harness.cli.common import emit_json, fmt_time, parse_since, store_for
+from harness.cli.common import emit_json, fmt_time, parse_since, read_input, store_for
 from harness.cli.exits import EXIT_OK
 from harness.errors import UsageError
 from memory import one_line
@@ -107,10 +107,7 @@ def cmd_add(args: argparse.Namespace) -> int:
 
 def cmd_import(args: argparse.Namespace) -> int:
     path = Path(args.file)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    data = read_input(path)
     with store_for(args) as store:
         report = ml.import_markdown(store, data, source=str(path), partial=args.partial)
     if args.json:

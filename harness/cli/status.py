@@ -165,11 +165,6 @@ def cmd_controls_set(args: argparse.Namespace) -> int:
     if run.status in TERMINAL:
         raise ConflictError(f"run {run.id} is already {run.status}; its controls no longer matter")
     merged = update_controls(run.run_dir, changes)
-    if args.json:
-        emit_json({"id": run.id, "controls": merged})
-        return EXIT_OK
-    shown = ", ".join(f"{k}={merged[k]!r}" for k in changes)
-    print(f"{run.id}: controls set: {shown} (the job reports what it applied in its metrics)")
     unknown = [k for k in changes if k not in CONTROL_RULES]
     if unknown:
         print(
@@ -177,6 +172,11 @@ def cmd_controls_set(args: argparse.Namespace) -> int:
             f"({', '.join(CONTROL_RULES)}); your job decides what to do with them",
             file=sys.stderr,
         )
+    if args.json:
+        emit_json({"id": run.id, "controls": merged})
+        return EXIT_OK
+    shown = ", ".join(f"{k}={merged[k]!r}" for k in changes)
+    print(f"{run.id}: controls set: {shown} (the job reports what it applied in its metrics)")
     return EXIT_OK
 
 

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 from harness._lazy import exports
 
 __all__ = [
+    "PROGRESS_EVERY_S",
+    "TAIL_EVERY_S",
     "CpuProbe",
     "GpuProbe",
     "MetricsTail",
@@ -19,6 +21,7 @@ __all__ = [
     "load_preset",
     "load_spec",
     "preflight_checks",
+    "process_tree",
     "read_ram",
     "resolve_command",
     "update_controls",
@@ -28,14 +31,16 @@ if TYPE_CHECKING:
     from harness.runtime.controls import update_controls
     from harness.runtime.launchers import launcher_for
     from harness.runtime.preflight import preflight_checks
-    from harness.runtime.probes import CpuProbe, GpuProbe, read_ram
+    from harness.runtime.probes import CpuProbe, GpuProbe, process_tree, read_ram
     from harness.runtime.specs import list_presets, load_preset, load_spec, resolve_command
-    from harness.runtime.supervisor import Supervisor
+    from harness.runtime.supervisor import PROGRESS_EVERY_S, TAIL_EVERY_S, Supervisor
     from harness.runtime.tail import MetricsTail, TailBatch
 
 __getattr__, __dir__ = exports(
     __name__,
     {
+        "PROGRESS_EVERY_S": "harness.runtime.supervisor",
+        "TAIL_EVERY_S": "harness.runtime.supervisor",
         "CpuProbe": "harness.runtime.probes",
         "GpuProbe": "harness.runtime.probes",
         "MetricsTail": "harness.runtime.tail",
@@ -46,6 +51,7 @@ __getattr__, __dir__ = exports(
         "load_preset": "harness.runtime.specs",
         "load_spec": "harness.runtime.specs",
         "preflight_checks": "harness.runtime.preflight",
+        "process_tree": "harness.runtime.probes",
         "read_ram": "harness.runtime.probes",
         "resolve_command": "harness.runtime.specs",
         "update_controls": "harness.runtime.controls",

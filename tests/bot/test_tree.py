@@ -80,3 +80,25 @@ def test_the_sync_payload_is_well_formed(tree: app_commands.CommandTree[Any]) ->
     preset = start["options"][0]
     assert preset["autocomplete"] is True
     assert preset["type"] == discord.AppCommandOptionType.string.value
+
+
+def test_mutating_commands_are_guild_only_and_admin_by_default(
+    tree: app_commands.CommandTree[Any],
+) -> None:
+    """Discord applies permissions to top-level commands: each one holding a mutating
+    command is guild-only, shown by default to admins only (``default_member_permissions``
+    "0"); the read-only ones stay visible to everyone, in DMs too."""
+    from bot import MUTATING_COMMANDS
+
+    guarded = {name.split()[0] for name in MUTATING_COMMANDS}
+    assert guarded == {"run", "controls", "heartbeat"}
+    for cmd in tree.get_commands():
+        payload = cmd.to_dict(tree)
+        if cmd.name in guarded:
+            assert cmd.guild_only, cmd.name
+            assert payload["default_member_permissions"] in (0, "0"), cmd.name
+            assert payload["dm_permission"] is False, cmd.name  # no DMs
+        else:
+            assert not cmd.guild_only, cmd.name
+            assert payload["default_member_permissions"] is None, cmd.name
+            assert payload["dm_permission"] is True, cmd.name

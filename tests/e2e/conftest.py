@@ -61,9 +61,25 @@ def gone(pid: int) -> bool:
         return True
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:
+def wait_for(
+    predicate: Callable[[], bool],
+    timeout: float = 30.0,
+    what: str = "",
+    *,
+    while_alive: subprocess.Popen[bytes] | None = None,
+    output: Path | None = None,
+) -> None:
+    """Poll ``predicate``. With ``while_alive``, wait on the event itself: fail at once when
+    that process exits first (showing ``output``), and allow a slow machine 4x the time."""
+    if while_alive is not None:
+        timeout *= 4
     deadline = time.monotonic() + timeout
     while not predicate():
+        if while_alive is not None and while_alive.poll() is not None:
+            shown = output.read_text(errors="replace") if output is not None else ""
+            raise AssertionError(
+                f"{what}: the process exited ({while_alive.returncode}) first:\n{shown}"
+            )
         if time.monotonic() > deadline:
             raise AssertionError(f"not reached within {timeout:g} s: {what}")
         time.sleep(0.05)

@@ -106,3 +106,41 @@ def test_a_failing_preflight_refuses_the_launch_with_an_m008_incident(home: Home
     assert "get a finite non-zero gradient" in checks["gradient flow"]["evidence"]
     assert checks["data train"]["passed"] and checks["data val"]["passed"]
     assert not checks["seq_len"]["passed"]
+
+
+SHADOW = """import pathlib, sys
+pathlib.Path({marker!r}).write_text("the user's {pkg} ran instead of harness's")
+sys.exit(3)
+"""
+
+
+def test_a_model_or_harness_folder_in_the_working_directory_never_stands_in(
+    home: Home, tmp_path: Path
+) -> None:
+    """Presets start the bundled ``model`` package and the job wrapper with ``python -P``:
+    a ``model/`` or ``harness/`` package in the user's working directory is not imported."""
+    work = tmp_path / "project"
+    marker = tmp_path / "shadowed"
+    for pkg, module in (("model", "train"), ("harness", "__main__")):
+        (work / pkg / "runtime").mkdir(parents=True)
+        (work / pkg / "__init__.py").write_text("")
+        (work / pkg / f"{module}.py").write_text(SHADOW.format(marker=str(marker), pkg=pkg))
+        (work / pkg / "runtime" / "__init__.py").write_text("")
+        (work / pkg / "runtime" / "wrap.py").write_text(SHADOW.format(marker=str(marker), pkg=pkg))
+    console = [str(Path(sys.executable).parent / "harness")]  # as a user types `harness`
+
+    def harness(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*console, *args], env=home.env, capture_output=True, text=True, timeout=120, cwd=work
+        )
+
+    check = harness("check", "echo", "--set", "watch.min_ram_free_gb=0.1")
+    assert not marker.exists(), marker.read_text()
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "PASS  gradient flow" in check.stdout
+    burn = harness(
+        "run", "cpu-burn", "--set", "args.seconds=1.5", "--set", "watch.min_ram_free_gb=0.1"
+    )
+    assert not marker.exists(), marker.read_text()
+    assert burn.returncode == 0, burn.stdout + burn.stderr
+    assert json.loads(harness("runs", "--json").stdout)[0]["status"] == "succeeded"

@@ -77,12 +77,14 @@ class Cli:
         with self.store.read() as s:
             return s.exec(select(Run).where(Run.name == name)).first()
 
-    def wait_running(self, name: str) -> Run:
+    def wait_running(self, name: str, proc: subprocess.Popen[bytes], out: Path) -> Run:
+        """The run once its job runs; fails at once if its `harness run` exits first."""
+
         def running() -> bool:
             row = self.run_named(name)
             return row is not None and row.status == "running" and row.pid is not None
 
-        wait_for(running, what=f"{name} running")
+        wait_for(running, what=f"{name} running", while_alive=proc, output=out)
         row = self.run_named(name)
         assert row is not None
         return row
@@ -107,8 +109,9 @@ def cli(tmp_path: Path, reaper: Reaper) -> Any:
         c.close()
 
 
-def _one_line_error(res: subprocess.CompletedProcess[str]) -> str:
-    assert res.returncode == 2, (res.returncode, res.stdout, res.stderr)
+def _one_line_error(res: subprocess.CompletedProcess[str], code: int = 2) -> str:
+    """Bad input exits 2; a failure (not found, a finished run) exits 1: one line either way."""
+    assert res.returncode == code, (res.returncode, res.stdout, res.stderr)
     assert "Traceback" not in res.stderr + res.stdout
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1, res.stderr
@@ -130,9 +133,9 @@ def test_adopt_after_sigkill_finishes_the_live_job_and_marks_the_dead_one_lost(
         gates={"score": ">= 0.9"},
     )
     victim = write_spec(tmp_path / "victim.toml", "victim", job("steady.py", "--seconds", 120))
-    sup_a, _ = cli.start("run", str(keeper), log="run-keeper")
-    sup_b, _ = cli.start("run", str(victim), log="run-victim")
-    a, b = cli.wait_running("keeper"), cli.wait_running("victim")
+    sup_a, out_a = cli.start("run", str(keeper), log="run-keeper")
+    sup_b, out_b = cli.start("run", str(victim), log="run-victim")
+    a, b = cli.wait_running("keeper", sup_a, out_a), cli.wait_running("victim", sup_b, out_b)
     assert a.pid is not None and b.pid is not None
 
     # Both supervisors die hard; the jobs live on in their own sessions.
@@ -152,6 +155,8 @@ def test_adopt_after_sigkill_finishes_the_live_job_and_marks_the_dead_one_lost(
     wait_for(
         lambda: (row := cli.run_named("keeper")) is not None and row.supervisor_pid == adopt.pid,
         what="keeper re-adopted",
+        while_alive=adopt,
+        output=adopt_out,
     )
     release.write_text("go\n")
     assert adopt.wait(timeout=60) == 0, adopt_out.read_text()
@@ -180,9 +185,9 @@ def test_abort_of_a_run_whose_supervisor_died_stops_the_job_itself(
     spec = write_spec(
         tmp_path / "orphan.toml", "orphan", job("steady.py", "--ready", ready, "--checkpoint", ckpt)
     )
-    sup, _ = cli.start("run", str(spec), log="run-orphan")
-    row = cli.wait_running("orphan")
-    wait_for(ready.exists, what="job ready")
+    sup, out = cli.start("run", str(spec), log="run-orphan")
+    row = cli.wait_running("orphan", sup, out)
+    wait_for(ready.exists, what="job ready", while_alive=sup, output=out)
     sup.send_signal(signal.SIGKILL)
     assert sup.wait(timeout=10) == -signal.SIGKILL
 
@@ -225,7 +230,7 @@ def test_bad_specs_and_overrides_are_one_line_errors(cli: Cli, tmp_path: Path) -
     assert "unknown key 'watch.colour'" in line
     line = _one_line_error(cli("run", str(ok), "--set", "watch.min_util=lots"))
     assert "watch.min_util" in line
-    line = _one_line_error(cli("abort", "no-such-run"))
+    line = _one_line_error(cli("abort", "no-such-run"), code=1)
     assert "no run 'no-such-run'" in line
     # None of them started anything.
     assert cli.json("runs") == []
@@ -254,8 +259,8 @@ def test_garbage_in_metrics_is_counted_warned_once_and_the_run_succeeds(
     assert run["result"]["progress"]["garbage"] == 4
     assert run["result"]["progress"]["oversized"] == 1
     assert run["result"]["gates"][0]["passed"] is True
-    # A finished run cannot be aborted: one line, exit 2.
-    line = _one_line_error(cli("abort", run["id"]))
+    # A finished run cannot be aborted: one line, exit 1.
+    line = _one_line_error(cli("abort", run["id"]), code=1)
     assert f"run {run['id']} is already succeeded" in line
 
 
@@ -268,8 +273,8 @@ def test_ctrl_c_aborts_the_run_cleanly_and_the_job_can_checkpoint(cli: Cli, tmp_
         tmp_path / "ctrlc.toml", "ctrlc", job("steady.py", "--ready", ready, "--checkpoint", ckpt)
     )
     proc, out = cli.start("run", str(spec), log="run-ctrlc")
-    row = cli.wait_running("ctrlc")
-    wait_for(ready.exists, what="job ready")
+    row = cli.wait_running("ctrlc", proc, out)
+    wait_for(ready.exists, what="job ready", while_alive=proc, output=out)
 
     proc.send_signal(signal.SIGINT)  # what the terminal sends on Ctrl-C
 
@@ -296,6 +301,8 @@ def test_ctrl_c_during_preflight_still_ends_with_an_aborted_run(cli: Cli, tmp_pa
     wait_for(
         lambda: (row := cli.run_named("slow")) is not None and row.status == "preflight",
         what="preflight",
+        while_alive=proc,
+        output=out,
     )
 
     proc.send_signal(signal.SIGINT)
@@ -315,8 +322,8 @@ def test_abort_from_another_terminal_while_run_watches(cli: Cli, tmp_path: Path)
         tmp_path / "long.toml", "long", job("steady.py", "--ready", ready, "--checkpoint", ckpt)
     )
     proc, out = cli.start("run", str(spec), log="run-long")
-    row = cli.wait_running("long")
-    wait_for(ready.exists, what="job ready")
+    row = cli.wait_running("long", proc, out)
+    wait_for(ready.exists, what="job ready", while_alive=proc, output=out)
     active = cli.json("status")
     assert [r["id"] for r in active] == [row.id]
     assert active[0]["status"] == "running"
