@@ -367,9 +367,12 @@ def build_tree(
     # mutating one is guild-only and, by default, shown to server admins alone (they grant
     # it to the team's roles under Server Settings > Integrations). The allow-lists of
     # BotConfig still decide, at every call, who may run it.
-    guarded = {"guild_only": True, "default_permissions": discord.Permissions.none()}
+    admins = discord.Permissions.none()  # "0": nobody but server admins, until granted
     run = app_commands.Group(
-        name="run", description="Start, watch and abort training runs", **guarded
+        name="run",
+        description="Start, watch and abort training runs",
+        guild_only=True,
+        default_permissions=admins,
     )
 
     @run.command(name="start", description="Start a run from a preset")
@@ -403,7 +406,10 @@ def build_tree(
         await h.run_abort(interaction, run, reason)
 
     controls = app_commands.Group(
-        name="controls", description="Live controls of a running job", **guarded
+        name="controls",
+        description="Live controls of a running job",
+        guild_only=True,
+        default_permissions=admins,
     )
 
     @controls.command(name="set", description="Set one live control of a running job")

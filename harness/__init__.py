@@ -14,8 +14,7 @@ does not load the supervisor. The sub-packages by role (``job``, ``core``, ``run
 from typing import TYPE_CHECKING
 
 from harness._lazy import exports
-
-__version__ = "0.2.0"
+from harness._version import __version__
 
 __all__ = ["Reporter", "RunSpec", "Supervisor", "__version__", "load_spec"]
 

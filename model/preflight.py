@@ -9,15 +9,12 @@ the data checks verify every cached file against its task's rule.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
+from model.config import TrainConfig
 from model.data import TASKS, DataError, ensure_data, verify_file
 from model.model import BITS, BitGPT, check_gradient_flow
-
-if TYPE_CHECKING:
-    from model.train import TrainConfig
 
 __all__ = ["preflight"]
 

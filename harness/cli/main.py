@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from harness import __version__
+from harness._version import __version__
 from harness.cli.exits import EXIT_USAGE, run_handler
 
 __all__ = ["build_parser", "main"]

@@ -22,8 +22,10 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 import psutil
+from aiohttp import web
 
 import mistakes as ml
+from harness.daemon.api import start_api
 from harness.daemon.config import Settings
 from harness.errors import AlreadyRunningError
 from harness.runtime.procs import same_process
@@ -116,14 +118,17 @@ async def serve_forever(
             loop.add_signal_handler(sig, stop.set)
         info_path = home / INFO_FILE
         bot_task: asyncio.Task[None] | None = None
+        runner: web.AppRunner | None = None
         try:
-            await service.start(api=True, adopt=True)
+            await service.start()
+            runner, port = await start_api(service)
+            await service.supervisor.adopt_orphans()
             bot_task = _start_bot(settings, service, echo)
             me = psutil.Process()
             info = {
                 "pid": me.pid,
                 "create_time": me.create_time(),
-                "port": service.api_port,
+                "port": port,
                 "started": time.time(),
             }
             tmp = info_path.with_suffix(".tmp")
@@ -131,7 +136,7 @@ async def serve_forever(
             os.replace(tmp, info_path)
             mode = service.worker.config.mode or "not configured (messages are kept locally)"
             echo(
-                f"harness serve: pid {me.pid}, API http://127.0.0.1:{service.api_port}, "
+                f"harness serve: pid {me.pid}, API http://127.0.0.1:{port}, "
                 f"heartbeat every {service.heartbeat_s:g} s, Discord {mode}",
                 False,
             )
@@ -147,6 +152,8 @@ async def serve_forever(
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await bot_task
             await service.stop()
+            if runner is not None:
+                await runner.cleanup()
             with contextlib.suppress(FileNotFoundError):
                 info_path.unlink()
             store.close()

@@ -61,12 +61,10 @@ class Service:
         self.heartbeats_sent = 0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._worker_task: asyncio.Task[None] | None = None
-        self._runner: Any = None
-        self.api_port: int | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
 
-    async def start(self, *, api: bool = False, adopt: bool = False) -> None:
+    async def start(self, *, adopt: bool = False) -> None:
         if self.worker.enabled:
             self._worker_task = asyncio.get_running_loop().create_task(
                 self.worker.run(), name="outbox delivery"
@@ -81,10 +79,6 @@ class Service:
             id="heartbeat",
         )
         self.scheduler.start()
-        if api:
-            from harness.daemon.api import start_api
-
-            self._runner, self.api_port = await start_api(self)
         if adopt:
             await self.supervisor.adopt_orphans()
 
@@ -99,8 +93,6 @@ class Service:
             self._worker_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._worker_task
-        if self._runner is not None:
-            await self._runner.cleanup()
 
     # -- messages -----------------------------------------------------------------------
 

@@ -206,8 +206,9 @@ async def sup(
         reaper.cleanup()
         await s.close()
         for j in list(s._jobs.values()):
-            if j.popen is not None:
-                await asyncio.to_thread(j.popen.wait, 10)
+            popen = getattr(j.handle, "popen", None)  # the local launcher's child
+            if popen is not None:
+                await asyncio.to_thread(popen.wait, 10)
 
 
 async def finish(sup: Supervisor, run_id: str, timeout: float = 60.0) -> Run:

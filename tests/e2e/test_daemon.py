@@ -99,7 +99,7 @@ class Daemon:
 
     def start(self) -> Daemon:
         out = self.log.open("a")
-        self.proc = subprocess.Popen(
+        self.proc = proc = subprocess.Popen(
             [sys.executable, "-m", "harness", "serve"],
             cwd=ROOT,
             env=self.env,
@@ -109,7 +109,7 @@ class Daemon:
         )
         out.close()
         wait_for(
-            lambda: (self.home / "serve.json").exists() or self.proc.poll() is not None,
+            lambda: (self.home / "serve.json").exists() or proc.poll() is not None,
             30,
             "harness serve to start",
         )
@@ -274,6 +274,7 @@ def test_second_serve_is_refused_and_sigterm_leaves_jobs_for_the_next_start(
     try:
         again = daemon.harness("serve", timeout=30)
         assert again.returncode == 1  # a failure, not bad input
+        assert daemon.proc is not None
         assert "already running" in again.stderr and str(daemon.proc.pid) in again.stderr
         with httpx.Client(
             base_url=f"http://127.0.0.1:{port}",

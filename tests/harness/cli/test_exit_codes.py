@@ -35,7 +35,7 @@ def world(home: Path, tmp_path: Path) -> Iterator[Path]:
     yield tmp_path
 
 
-CASES: list[tuple[list[str], int]] = [
+CASES: list[tuple[list[str], int | str]] = [
     # the mistake log
     (["mistakes", "list"], 0),
     (["mistakes", "show", "M-015"], 0),
@@ -165,7 +165,11 @@ def test_controls_set_merges_into_the_runs_controls(
     controls.write_text('{"lr": 0.001, "seed": 3}')
     assert main(["controls", "set", "live-1", "lr=5e-4", "data_weights={echo = 1}"]) == 0
     assert "lr=0.0005" in capsys.readouterr().out
-    assert json.loads(controls.read_text()) == {"lr": 0.0005, "seed": 3, "data_weights": {"echo": 1.0}}
+    assert json.loads(controls.read_text()) == {
+        "lr": 0.0005,
+        "seed": 3,
+        "data_weights": {"echo": 1.0},
+    }
     # a control harness does not know is passed to the job, with a note saying so
     assert main(["controls", "set", "live-1", "warmup=100", "--json"]) == 0
     out, err = capsys.readouterr()

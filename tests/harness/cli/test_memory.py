@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 import mistakes as ml
-from harness.runtime import preflight as _preflight
 from harness.cli.main import main
+from harness.runtime import preflight as _preflight
 from harness.runtime.probes import RamSample
 from memory import DB_NAME, Run, add_note, record_heartbeat
 
