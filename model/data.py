@@ -213,10 +213,6 @@ class Task:
     min_seq_len: int  # shortest window in which the whole pattern is visible
     expand: Callable[[np.ndarray], np.ndarray]  # its docstring derives the ceiling
 
-    @property
-    def doc(self) -> str:
-        return self.expand.__doc__ or ""
-
     def ceiling(self, seq_len: int) -> float:
         """Best achievable average bit accuracy over all positions of a window."""
         predictable = 1.0 - self.free / (2 * self.group)

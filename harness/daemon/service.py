@@ -58,7 +58,6 @@ class Service:
         self.worker = worker or DeliveryWorker(store, settings.delivery())
         self.supervisor = Supervisor(store, settings.paths.runs_dir, notify=self.notify)
         self.scheduler = AsyncIOScheduler()
-        self.heartbeats_sent = 0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._worker_task: asyncio.Task[None] | None = None
 
@@ -169,6 +168,5 @@ class Service:
         )
         await asyncio.to_thread(self._store_heartbeat, view, now)
         self.worker.wake()
-        self.heartbeats_sent += 1
         self.echo(view.text, False)
         return view

@@ -149,7 +149,7 @@ class CpuProbe:
         if ncores is not None and ncores < 1:
             raise ValueError(f"ncores must be >= 1, got {ncores}")
         self._tree = tree
-        self._cpu_ids, usable = usable_cpus()
+        _, usable = usable_cpus()
         self._ncores = ncores or usable
         self._clock = clock
         self._wait: dict[_Key, float] = {}
