@@ -55,7 +55,7 @@ def test_errors_are_one_line_with_the_right_exit_code(
     code, _, err = run(capsys, "incidents", "--since", "yesterday")
     assert code == 2 and "--since" in err
     code, _, err = run(capsys, "mistakes", "import", str(home / "missing.md"))
-    assert code == 2 and "cannot read" in err
+    assert code == 1 and "missing.md: no such file" in err  # not found is a failure
     with pytest.raises(SystemExit) as info:
         main(["mistakes", "frobnicate"])
     assert info.value.code == 2
