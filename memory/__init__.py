@@ -1,13 +1,15 @@
 """memory: the SQLite store that every other package keeps its state in.
 
 Public API: :func:`open_store` returns a :class:`Store` whose ``write()`` and ``read()``
-context managers yield SQLModel sessions; :func:`state_dir` resolves the state folder.
-Runs, heartbeats, notes (standing orders, the inbox) are tables with functions that take
-a session keyword.
+context managers yield SQLModel sessions. Runs, heartbeats, notes (standing orders, the
+inbox) are tables with functions that take a session keyword. Text and JSON helpers
+(:func:`check_text`, :func:`clean_text`, :func:`dumps_strict`, ...) are here because every
+package stores and prints text and JSON that came from outside.
 """
 
 from ._errors import FTS5UnavailableError, SchemaTooNewError, StoreError
 from ._heartbeats import Heartbeat, last_heartbeat, record_heartbeat
+from ._json import dumps_strict, json_safe, storable
 from ._notes import (
     MAX_NOTE_CHARS,
     NOTE_KINDS,
@@ -22,7 +24,7 @@ from ._notes import (
     set_marker,
     unread_inbox,
 )
-from ._paths import DB_NAME, state_dir
+from ._paths import DB_NAME
 from ._runs import (
     ACTIVE,
     TERMINAL,
@@ -38,7 +40,7 @@ from ._runs import (
     request_abort,
 )
 from ._store import SCHEMA_VERSION, Store, open_store
-from ._text import clip, one_line
+from ._text import InvalidTextError, check_text, clean_text, clip, one_line
 
 __all__ = [
     "ACTIVE",
@@ -49,6 +51,7 @@ __all__ = [
     "TERMINAL",
     "FTS5UnavailableError",
     "Heartbeat",
+    "InvalidTextError",
     "Marker",
     "Note",
     "NoteNotFoundError",
@@ -60,9 +63,13 @@ __all__ = [
     "StoreError",
     "active_runs",
     "add_note",
+    "check_text",
+    "clean_text",
     "clip",
+    "dumps_strict",
     "find_run",
     "get_marker",
+    "json_safe",
     "last_heartbeat",
     "list_notes",
     "list_runs",
@@ -76,6 +83,6 @@ __all__ = [
     "remove_note",
     "request_abort",
     "set_marker",
-    "state_dir",
+    "storable",
     "unread_inbox",
 ]

@@ -1,20 +1,11 @@
-"""Where Harness keeps its state (DESIGN section 10)."""
+"""The database's file name inside the state dir (DESIGN section 10).
+
+Where the state dir is, is the settings tree's business (``harness.daemon.config``):
+memory never reads the environment.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from pathlib import Path
-
-__all__ = ["DB_NAME", "state_dir"]
+__all__ = ["DB_NAME"]
 
 DB_NAME = "harness.db"
-
-
-def state_dir(environ: Mapping[str, str]) -> Path:
-    """``$HARNESS_HOME``, else ``$XDG_DATA_HOME/harness``, else ``~/.local/share/harness``."""
-    if home := environ.get("HARNESS_HOME"):
-        return Path(home).expanduser()
-    if xdg := environ.get("XDG_DATA_HOME"):
-        return Path(xdg).expanduser() / "harness"
-    base = Path(environ["HOME"]) if environ.get("HOME") else Path.home()
-    return base / ".local" / "share" / "harness"

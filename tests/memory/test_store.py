@@ -6,13 +6,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from memory import SCHEMA_VERSION, SchemaTooNewError, StoreError, open_store, state_dir
-
-
-def test_state_dir_resolution_order() -> None:
-    assert state_dir({"HARNESS_HOME": "/x/h", "XDG_DATA_HOME": "/y"}) == Path("/x/h")
-    assert state_dir({"XDG_DATA_HOME": "/y", "HOME": "/home/u"}) == Path("/y/harness")
-    assert state_dir({"HOME": "/home/u"}) == Path("/home/u/.local/share/harness")
+from memory import SCHEMA_VERSION, SchemaTooNewError, StoreError, open_store
 
 
 def test_open_creates_file_with_wal_version_and_pragmas(tmp_path: Path) -> None:

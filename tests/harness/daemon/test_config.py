@@ -149,6 +149,7 @@ def test_where_things_live(tmp_path: Path) -> None:
     home = tmp_path / "home"
     env = {"HOME": str(home)}
     assert state_dir(env) == home / ".local" / "share" / "harness"
+    assert state_dir({**env, "HARNESS_HOME": "/x/h", "XDG_DATA_HOME": "/y"}) == Path("/x/h")
     assert config_path(env, None) == home / ".config" / "harness" / "harness.toml"
     xdg = {**env, "XDG_CONFIG_HOME": str(tmp_path / "cfg"), "XDG_DATA_HOME": str(tmp_path / "d")}
     assert state_dir(xdg) == tmp_path / "d" / "harness"
