@@ -35,8 +35,10 @@ def exit_code(exc: BaseException) -> int | None:
         return EXIT_FAILURE
     if isinstance(exc, mistakes.NotFoundError | memory.RunNotFoundError | memory.NoteNotFoundError):
         return EXIT_FAILURE
-    if isinstance(exc, mistakes.MistakesError | sidecar.InvalidMessageError):
-        return EXIT_USAGE  # a value the user gave (bad id, empty title, bad MISTAKES.md)
+    if isinstance(
+        exc, mistakes.MistakesError | sidecar.InvalidMessageError | memory.InvalidTextError
+    ):
+        return EXIT_USAGE  # a value the user gave (bad id, empty title, text not Unicode)
     if isinstance(exc, memory.StoreError | sidecar.SidecarError):
         return EXIT_FAILURE
     return None

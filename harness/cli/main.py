@@ -221,8 +221,20 @@ def _resolve(spec: str) -> Callable[..., int]:
     return handler
 
 
+def _check_arguments(argv: Sequence[str]) -> None:
+    """Every argument is valid text: a byte that is not UTF-8 arrives as a lone surrogate
+    (``sys.argv`` uses surrogateescape) and could never be stored, sent or printed."""
+    for n, arg in enumerate(argv, 1):
+        bad = next((c for c in arg if "\ud800" <= c <= "\udfff"), None)
+        if bad is not None:
+            shown = arg.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            sys.stderr.write(f"harness: error: argument {n} is not valid UTF-8: {shown!r}\n")
+            raise SystemExit(EXIT_USAGE)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    _check_arguments(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):
         parser.print_help()
