@@ -8,6 +8,8 @@ from typing import Any
 from sqlalchemy import JSON, Column
 from sqlmodel import Field, Session, SQLModel, col, select
 
+from ._text import clean_text
+
 __all__ = ["Heartbeat", "last_heartbeat", "record_heartbeat"]
 
 
@@ -22,7 +24,10 @@ class Heartbeat(SQLModel, table=True):
 def record_heartbeat(
     *, session: Session, text: str, health: str, payload: dict[str, Any], ts: float | None = None
 ) -> Heartbeat:
-    row = Heartbeat(ts=time.time() if ts is None else ts, text=text, health=health, payload=payload)
+    """Store a heartbeat as sent; its text is built from job output, so it is cleaned."""
+    row = Heartbeat(
+        ts=time.time() if ts is None else ts, text=clean_text(text), health=health, payload=payload
+    )
     session.add(row)
     session.flush()
     return row

@@ -20,6 +20,8 @@ from collections.abc import Iterable
 
 from sqlmodel import Field, Session, SQLModel, col, select
 
+from ._text import check_text
+
 __all__ = [
     "MAX_NOTE_CHARS",
     "NOTE_KINDS",
@@ -75,8 +77,14 @@ def add_note(
     author: str = "terminal",
     ts: float | None = None,
 ) -> Note:
-    """Store a note; empty or over-long text raises ValueError with a one-line message."""
+    """Store a note; empty or over-long text raises ValueError with a one-line message.
+
+    Text (or an author) that is not valid Unicode (a lone surrogate) is refused with
+    :class:`memory.InvalidTextError`, a ValueError naming the kind of note.
+    """
     _check_kind(kind)
+    check_text(text, f"the {_KIND_WORD[kind]}")
+    check_text(author, f"the author of the {_KIND_WORD[kind]}")
     text = text.strip()
     if not text:
         raise ValueError(f"a {_KIND_WORD[kind]} needs some text")

@@ -15,6 +15,8 @@ from typing import Any
 from sqlalchemy import JSON, Column
 from sqlmodel import Field, Session, SQLModel, col, select
 
+from ._text import clean_text
+
 __all__ = [
     "ACTIVE",
     "TERMINAL",
@@ -116,8 +118,8 @@ def request_abort(*, session: Session, run_id: str, reason: str, by: str) -> Run
     row = session.get(Run, run_id)
     if row is None:
         raise RunNotFoundError(f"no run {run_id!r} (see `harness runs`)")
-    if row.abort_requested is None:
-        row.abort_requested, row.abort_by = reason, by
+    if row.abort_requested is None:  # a bad character in a reason never blocks an abort
+        row.abort_requested, row.abort_by = clean_text(reason), clean_text(by)
         session.add(row)
     return row
 

@@ -8,6 +8,8 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
+from memory import InvalidTextError, check_text, clean_text
+
 from ._errors import InvalidInputError, NotFoundError
 from ._log import normalise_id
 from ._models import Incident, Mistake
@@ -29,7 +31,11 @@ def record_incident(
     action: str = "",
     ts: float | None = None,
 ) -> Incident:
-    """Store one incident. A mistake id must name a catalogued mistake."""
+    """Store one incident. A mistake id must name a catalogued mistake.
+
+    The summary and the action are built from job output, so they are cleaned (a lone
+    surrogate becomes U+FFFD) rather than refused: an incident is never lost to them.
+    """
     if severity not in SEVERITIES:
         raise InvalidInputError(
             f"severity must be one of {', '.join(SEVERITIES)}, got {severity!r}"
@@ -44,13 +50,13 @@ def record_incident(
         raise InvalidInputError(f"incident links to {mid}, which is not in the mistake log")
     row = Incident(
         ts=time.time() if ts is None else ts,
-        run_id=run_id,
-        rule=rule,
+        run_id=None if run_id is None else clean_text(run_id),
+        rule=clean_text(rule),
         mistake_id=mid,
         severity=severity,
-        summary=summary,
+        summary=clean_text(summary),
         evidence=dict(evidence or {}),
-        action=action,
+        action=clean_text(action),
     )
     session.add(row)
     session.flush()
@@ -95,6 +101,10 @@ def get_incident(*, session: Session, incident_id: int) -> Incident:
 def resolve_incident(*, session: Session, incident_id: int, note: str) -> Incident:
     if not note.strip():
         raise InvalidInputError("resolving an incident needs a note saying what was done")
+    try:
+        check_text(note, "the note")
+    except InvalidTextError as exc:
+        raise InvalidInputError(str(exc)) from None
     row = get_incident(session=session, incident_id=incident_id)
     row.resolved = True
     row.resolved_at = time.time()

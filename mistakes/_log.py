@@ -10,7 +10,7 @@ from pathlib import Path
 
 from sqlmodel import Session, col, select
 
-from memory import Store, open_store
+from memory import InvalidTextError, Store, check_text, open_store
 
 from ._catalogue import BUILTIN_CHECKLIST, BUILTIN_MISTAKES, RULE_LINKS
 from ._errors import ImportRejectedError, InvalidInputError, NotFoundError
@@ -124,7 +124,16 @@ def add_mistake(
     category: str = "General",
     fields: Mapping[str, str] | None = None,
 ) -> Mistake:
-    """Add a new entry; standard field names map to columns, others become extra fields."""
+    """Add a new entry; standard field names map to columns, others become extra fields.
+
+    Text that is not valid Unicode (a lone surrogate) is refused with InvalidInputError
+    naming the field.
+    """
+    _check_unicode(title, "the title")
+    _check_unicode(category, "the category")
+    for name, value in (fields or {}).items():
+        _check_unicode(name, "a field name")
+        _check_unicode(value, f"field {name!r}")
     if not title.strip():
         raise InvalidInputError("a mistake needs a non-empty title")
     mid = normalise_id(mistake_id) if mistake_id else _next_id(session)
@@ -139,6 +148,13 @@ def add_mistake(
     session.add(row)
     session.flush()
     return row
+
+
+def _check_unicode(text: str, what: str) -> None:
+    try:
+        check_text(text, what)
+    except InvalidTextError as exc:
+        raise InvalidInputError(str(exc)) from None
 
 
 def _apply_fields(row: Mistake, fields: Sequence[tuple[str, str]]) -> None:

@@ -47,7 +47,7 @@ import re
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from memory import clip
+from memory import clean_text, clip
 
 __all__ = [
     "ID_RE",
@@ -146,6 +146,12 @@ def parse_markdown(data: bytes | str, *, known_ids: Collection[str] = ()) -> Par
 
 def _decode(data: bytes | str) -> tuple[str, Problem | None]:
     if isinstance(data, str):
+        cleaned = clean_text(data)
+        if cleaned != data:  # a lone surrogate: no encoder (and no database) takes it
+            at = next(i for i, (a, b) in enumerate(zip(data, cleaned, strict=True)) if a != b)
+            line = data.count("\n", 0, at) + 1
+            code = f"U+{ord(data[at]):04X}"
+            return "", Problem(line, f"not valid Unicode ({code}, a lone surrogate); nothing read")
         return data.removeprefix("\ufeff"), None
     raw = data.removeprefix(b"\xef\xbb\xbf")
     try:
