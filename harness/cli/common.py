@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import sys
@@ -15,7 +14,7 @@ from typing import Any
 import mistakes as ml
 from harness.daemon.config import Settings, load_settings
 from harness.errors import HarnessError, NotFoundError, UsageError
-from memory import Store
+from memory import Store, dumps_strict
 
 __all__ = [
     "FLAG_SETTINGS",
@@ -67,8 +66,12 @@ def read_input(path: Path) -> bytes:
 
 
 def emit_json(data: Any) -> None:
-    json.dump(data, sys.stdout, indent=2, ensure_ascii=False, allow_nan=False)
-    sys.stdout.write("\n")
+    """``data`` on stdout as strict JSON: NaN/Infinity become null, text is cleaned.
+
+    Rows written by an older Harness may still hold a NaN (a loss at the step it went
+    non-finite); output must parse everywhere all the same.
+    """
+    sys.stdout.write(dumps_strict(data, indent=2) + "\n")
 
 
 def fmt_time(ts: float | None) -> str:

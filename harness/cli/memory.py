@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from harness.cli.common import emit_json, fmt_time, store_for
 from harness.cli.exits import EXIT_OK
 from harness.errors import UsageError
-from memory import Note, add_note, list_notes, mark_read, remove_note
+from memory import Note, add_note, dumps_strict, list_notes, mark_read, remove_note
 
 
 def _text(args: argparse.Namespace) -> str:
@@ -107,7 +106,7 @@ def cmd_brief(args: argparse.Namespace) -> int:
     if args.format == "json":
         emit_json(render_json(brief))
     elif args.format == "hook":
-        sys.stdout.write(json.dumps(render_hook(brief), ensure_ascii=False) + "\n")
+        sys.stdout.write(dumps_strict(render_hook(brief)) + "\n")
     else:
         sys.stdout.write(render_text(brief))
     return EXIT_OK

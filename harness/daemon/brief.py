@@ -17,7 +17,6 @@ so a note from a person keeps showing until someone actually reads it.
 
 from __future__ import annotations
 
-import math
 import tempfile
 import time
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from memory import (
     Run,
     Store,
     get_marker,
+    json_safe,
     last_heartbeat,
     list_notes,
     list_runs,
@@ -249,20 +249,11 @@ def render_text(brief: Brief) -> str:
     return "\n".join(out) + "\n"
 
 
-def _jsonable(value: Any) -> Any:
-    """Non-finite floats (a NaN loss in a progress snapshot) become strings: strict JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value
-
-
 def render_json(brief: Brief) -> dict[str, Any]:
+    """The brief as strict-JSON-ready data: a non-finite number (a NaN loss in a
+    progress snapshot) is kept as its text (``"nan"``), text is cleaned."""
     hb = brief.last_heartbeat
-    return _jsonable(
+    data: dict[str, Any] = json_safe(
         {
             "generated_at": brief.generated_at,
             "previous_brief_at": brief.previous_brief_at,
@@ -287,8 +278,10 @@ def render_json(brief: Brief) -> dict[str, Any]:
             "incident_count": brief.incident_count,
             "recent_runs": [r.model_dump() for r in brief.recent_runs],
             "notes": [n.model_dump() for n in brief.notes],
-        }
+        },
+        nonfinite="text",
     )
+    return data
 
 
 def render_hook(brief: Brief) -> dict[str, Any]:
