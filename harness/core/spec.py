@@ -25,9 +25,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from harness.core.overrides import TYPED_SPEC_KEYS
 from harness.core.values import toml_value
-from harness.errors import SpecError
+from harness.errors import InputError, SpecError
+from memory import clip
 
 __all__ = [
+    "MAX_DEPTH",
     "Gate",
     "RunSpec",
     "SpecError",
@@ -37,8 +39,11 @@ __all__ = [
     "parse_gate",
     "spec_from_mapping",
     "spec_from_toml",
+    "toml_loads",
 ]
 
+#: how deep arrays and tables may nest in a value a spec hands on (controls)
+MAX_DEPTH = 32
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _GATE_RE = re.compile(r"^\s*(>=|<=|==|!=|>|<)\s*(\S+)\s*$")
 _OPS: dict[str, Callable[[float, float], bool]] = {
@@ -186,16 +191,18 @@ class RunSpec(_Strict):
         return [parse_gate(k, v) for k, v in self.gates.items()]
 
 
-def _not_json(value: Any) -> str | None:
-    """Why ``value`` cannot go into controls.json (TOML dates, inf/nan), or None."""
+def _not_json(value: Any, depth: int = 1) -> str | None:
+    """Why ``value`` cannot go into controls.json (TOML dates, inf/nan, deep nesting), or None."""
+    if depth > MAX_DEPTH:
+        return f"nested more than {MAX_DEPTH} levels deep (arrays or tables in one another)"
     if isinstance(value, dt.date | dt.time):
         return "dates and times are not allowed (quote the value to pass text)"
     if isinstance(value, float) and not math.isfinite(value):
         return f"must be a finite number, got {value}"
     if isinstance(value, Mapping):
-        return next((f"{k}: {b}" for k, x in value.items() if (b := _not_json(x))), None)
+        return next((f"{k}: {b}" for k, x in value.items() if (b := _not_json(x, depth + 1))), None)
     if isinstance(value, list):
-        return next((b for x in value if (b := _not_json(x))), None)
+        return next((b for x in value if (b := _not_json(x, depth + 1))), None)
     return None
 
 
@@ -215,7 +222,7 @@ def _describe(exc: ValidationError, source: str) -> SpecError:
         elif isinstance(got, dict | list):
             shown = f" (got a {'table' if isinstance(got, dict) else 'list'})"
         else:
-            shown = f" (got {got!r})"
+            shown = f" (got {clip(repr(got), 80)})"
         msg = f"{source}: {loc}: {text}{shown}"
     more = len(exc.errors()) - 1
     return SpecError(msg + (f"; and {more} more problem{'s' * (more > 1)}" if more else ""))
@@ -228,13 +235,67 @@ def spec_from_mapping(data: Mapping[str, Any], *, source: str) -> RunSpec:
         raise _describe(exc, source) from None
 
 
+_TOML_STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'[^\']*\'')
+_TOML_HEADER = re.compile(r"\s*\[\[?([^\[\]]+)\]\]?\s*$")
+_TOML_KEY = re.compile(r"\s*([^=\[\]{}]+?)\s*=(.*)$")
+
+
+def _deepest(text: str) -> tuple[int, str]:
+    """(line, dotted key) where brackets nest deepest in TOML text (strings skipped).
+
+    A rough reading, used only to say where a value too deep to parse is.
+    """
+    table, key, depth = "", "", 0
+    best = (0, 0, "")  # depth, line, key
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        line = _TOML_STRING.sub('""', raw).split("#", 1)[0]
+        if depth == 0:
+            if header := _TOML_HEADER.match(line):
+                table = header[1].strip()
+                continue
+            if assignment := _TOML_KEY.match(line):
+                key = ".".join(p for p in (table, assignment[1].strip()) if p)
+                line = assignment[2]
+        for ch in line:
+            if ch in "[{":
+                depth += 1
+                if depth > best[0]:
+                    best = (depth, lineno, key)
+            elif ch in "]}":
+                depth = max(0, depth - 1)
+    return best[1], best[2]
+
+
+def toml_loads(text: str, *, source: str, error: type[InputError] = SpecError) -> dict[str, Any]:
+    """``tomllib.loads`` whose every failure is one ``error`` line naming ``source``.
+
+    Python's TOML reader recurses once per level of nesting: a value a few hundred
+    levels deep would end in a RecursionError thousands of lines long. It is reported
+    as the line and key where the nesting is, instead.
+    """
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise error(f"{source}: not valid TOML ({exc})") from None
+    except RecursionError:
+        line, key = _deepest(text)
+        where = f"line {line}: {key}: " if key else f"line {line}: "
+        raise error(
+            f"{source}: {where}nested too deeply to read (keep arrays and tables within "
+            f"{MAX_DEPTH} levels)"
+        ) from None
+
+
 def spec_from_toml(text: str, *, source: str) -> RunSpec:
     """A spec from TOML text; ``source`` names it in every error."""
+    return spec_from_mapping(toml_loads(text, source=source), source=source)
+
+
+def _override_value(raw: str, *, source: str, key: str) -> Any:
     try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise SpecError(f"{source}: not valid TOML ({exc})") from None
-    return spec_from_mapping(data, source=source)
+        return toml_value(raw)
+    except RecursionError:
+        raise SpecError(f"{source}: {key}: nested too deeply to read") from None
 
 
 def _wants_text(annotation: Any) -> bool:
@@ -263,7 +324,7 @@ def apply_overrides(spec: RunSpec, overrides: Sequence[str], *, source: str = "-
             if not free_table and part not in model.model_fields:
                 raise SpecError(f"{source}: unknown key {key!r}")
             if last:
-                value = toml_value(raw)
+                value = _override_value(raw, source=source, key=key)
                 as_text = (
                     text_values if free_table else _wants_text(model.model_fields[part].annotation)
                 )

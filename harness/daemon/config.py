@@ -27,16 +27,16 @@ is one line naming that place and the key. Secrets are ``SecretStr``: never in a
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from harness.core.spec import toml_loads
 from harness.core.values import toml_value
 from harness.errors import ConfigError
-from memory import DB_NAME
+from memory import DB_NAME, clip
 from sidecar import DEFAULT_API_BASE, DiscordConfig
 
 if TYPE_CHECKING:  # discord.py is imported only when the bot runs
@@ -247,16 +247,17 @@ class Settings(BaseModel):
 
 
 def _read_file(path: Path) -> dict[str, Any]:
+    if path.exists() and not path.is_file() and not path.is_dir():
+        raise ConfigError(f"{path}: not a regular file (a pipe, socket or device)")
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+        text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not UTF-8 text") from None
     except IsADirectoryError:
         raise ConfigError(f"{path}: is a directory, not a config file") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    return toml_loads(text, source=str(path), error=ConfigError)
 
 
 def _layer_from_file(path: Path, data: Mapping[str, Any]) -> dict[tuple[str, str], Any]:
@@ -293,7 +294,11 @@ def _layer_from_env(environ: Mapping[str, str]) -> dict[tuple[str, str], tuple[A
             raise ConfigError(f"environment {var}: no such setting {name}.{key}")
         if (name, key) in _SECRET_KEYS:
             raise ConfigError(f"environment {var}: set the secret as {_secret_var(key)}")
-        out[(name, key)] = (toml_value(raw), f"env {var}")
+        try:
+            value = toml_value(raw)
+        except RecursionError:
+            raise ConfigError(f"environment {var}: nested too deeply to read") from None
+        out[(name, key)] = (value, f"env {var}")
     return out
 
 
@@ -307,7 +312,7 @@ def _describe(err: Any, name: str, sources: Mapping[str, str]) -> str:
     where = sources.get(dotted, "default")
     msg = str(err["msg"]).removeprefix("Value error, ")
     got = err.get("input")
-    shown = "" if (name, key) in _SECRET_KEYS else f" (got {got!r})"
+    shown = "" if (name, key) in _SECRET_KEYS else f" (got {clip(repr(got), 80)})"
     return f"{where}: {dotted}: {msg}{shown}"
 
 

@@ -118,6 +118,21 @@ def _preflight_command(
     return items, proc.returncode
 
 
+def _cwd_check(cwd: str | None) -> CheckItem | None:
+    """The spec's ``cwd`` (relative to this process's own) is a folder the job can enter."""
+    if cwd is None:
+        return None
+    path = Path(cwd)  # as the launcher will use it
+    shown = f"cwd {cwd!r}" + (f" ({path.absolute()})" if not path.is_absolute() else "")
+    if not path.exists():
+        return CheckItem("working directory", False, f"{shown} does not exist")
+    if not path.is_dir():
+        return CheckItem("working directory", False, f"{shown} is not a folder")
+    if not os.access(path, os.X_OK):
+        return CheckItem("working directory", False, f"{shown} cannot be entered (permission)")
+    return CheckItem("working directory", True, str(path.absolute()))
+
+
 def preflight_checks(
     spec: RunSpec, *, run_dir: Path, run_id: str, store: Store | None, clean: bool
 ) -> list[CheckItem]:
@@ -189,8 +204,12 @@ def preflight_checks(
         items.append(CheckItem("command", True, " ".join(spec.command)))
     except SpecError as exc:
         items.append(CheckItem("command", False, str(exc)))
+    # The working directory: a missing one would fail the launch with nothing to show.
+    cwd_item = _cwd_check(spec.cwd)
+    if cwd_item is not None:
+        items.append(cwd_item)
     # The spec's preflight commands (gradient flow M-032, input coverage M-008, ...).
-    if spec.preflight:
+    if spec.preflight and (cwd_item is None or cwd_item.passed):
         env = run_env(run_dir, run_id, spec.env)
         env[procs.MARKER_ENV] = run_id
         cwd = Path(spec.cwd) if spec.cwd else Path.cwd()

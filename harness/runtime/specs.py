@@ -22,6 +22,8 @@ __all__ = ["list_presets", "load_preset", "load_spec", "resolve_command"]
 
 
 def _read_spec(path: Path) -> RunSpec:
+    if path.exists() and not path.is_file() and not path.is_dir():  # a FIFO would hang
+        raise SpecError(f"{path}: not a regular file (a pipe, socket or device)")
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from importlib import resources
 from pathlib import Path
@@ -368,3 +369,57 @@ def test_unbuilt_launchers_are_refused_not_run_locally() -> None:
 
     with pytest.raises(SpecError, match=r"launcher: only 'local' is implemented"):
         spec_from_mapping({"name": "x", "command": ["python"], "launcher": "torchrun"}, source="t")
+
+
+# -- nesting, sizes and odd files: one line, never a traceback -------------------------------
+
+
+def deep(n: int, open_: str = "[", close: str = "]") -> str:
+    return open_ * n + close * n
+
+
+@pytest.mark.parametrize("depth", [5000, 600])
+def test_an_array_too_deep_to_parse_names_the_file_line_and_key(tmp_path: Path, depth: int) -> None:
+    text = MINIMAL + f"\n[controls]\nlr = 0.1\nweights = {deep(depth)}\n"
+    message = spec_error(tmp_path, text)
+    assert message.startswith(f"{tmp_path / 'echo.toml'}: line 6: controls.weights: nested too")
+    assert "\n" not in message and len(message) < 300
+
+
+def test_an_inline_table_too_deep_to_parse_is_one_line_too(tmp_path: Path) -> None:
+    text = MINIMAL + '[controls]\nmix = { note = "[[[[", inner = ' + "{a = " * 3000
+    text += "1" + "}" * 3000 + " }\n"
+    message = spec_error(tmp_path, text)
+    assert "line 4: controls.mix: nested too deeply" in message and "\n" not in message
+
+
+def test_a_deep_array_that_parses_is_refused_by_key(tmp_path: Path) -> None:
+    message = spec_error(tmp_path, MINIMAL + f"[controls]\nweights = {deep(100)}\n")
+    assert message == (
+        f"{tmp_path / 'echo.toml'}: controls: weights: nested more than 32 levels deep "
+        "(arrays or tables in one another)"
+    )
+    spec = load_text(tmp_path, MINIMAL + f"[controls]\nweights = {deep(30)}\n")
+    assert spec.controls["weights"][0][0][0] == [
+        [[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]
+    ]
+
+
+def test_a_deep_override_is_one_line() -> None:
+    with pytest.raises(SpecError, match=r"^--set: controls.w: nested too deeply to read$"):
+        apply_overrides(base(), [f"controls.w={deep(5000)}"])
+    with pytest.raises(SpecError, match=r"^--set: controls: w: nested more than 32 levels"):
+        apply_overrides(base(), [f"controls.w={deep(50)}"])
+
+
+def test_a_huge_bad_value_is_clipped_in_the_message(tmp_path: Path) -> None:
+    message = spec_error(tmp_path, f'name = "{"x" * 100_000}"\ncommand = ["python"]\n')
+    assert message.startswith(f"{tmp_path / 'echo.toml'}: name: must be 1-64 letters")
+    assert len(message) < 300
+
+
+def test_a_spec_that_is_a_pipe_is_refused_without_reading_it(tmp_path: Path) -> None:
+    fifo = tmp_path / "echo.toml"
+    os.mkfifo(fifo)  # reading it would wait forever for a writer
+    with pytest.raises(SpecError, match=r"echo.toml: not a regular file"):
+        load_spec(str(fifo))

@@ -4,6 +4,7 @@ secrets masked, every bad value one line naming where it came from and the key."
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -167,3 +168,50 @@ def test_where_things_live(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match="config file not found"):
         load_settings(xdg, config=tmp_path / "nope.toml")
+
+
+@pytest.mark.parametrize("source", ["file", "env", "flag"])
+@pytest.mark.parametrize("raw", ["nan", "inf", "-inf", "1e308", "1e999"])
+def test_non_finite_or_huge_intervals_are_one_line_from_every_source(
+    tmp_path: Path, raw: str, source: str
+) -> None:
+    env = {"HARNESS_HOME": str(tmp_path)}
+    flags = None
+    if source == "file":
+        env = home_with(tmp_path, f"[heartbeat]\ninterval_s = {raw}\n")
+    elif source == "env":
+        env["HARNESS_HEARTBEAT__INTERVAL_S"] = raw
+    else:
+        flags = {"heartbeat.interval_s": (float(raw), "--heartbeat")}
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env, flags=flags)
+    text = str(caught.value)
+    where = {"file": "harness.toml", "env": "env HARNESS_HEARTBEAT__", "flag": "flag --heartbeat"}
+    assert where[source] in text and "heartbeat.interval_s" in text and "\n" not in text
+
+
+def test_a_config_nested_too_deeply_names_the_file_line_and_key(tmp_path: Path) -> None:
+    deep = "[" * 5000 + "]" * 5000
+    with pytest.raises(ConfigError) as caught:
+        load_settings(
+            home_with(
+                tmp_path, f"[heartbeat]\ninterval_s = 60\n\n[discord]\nallow_users = {deep}\n"
+            )
+        )
+    text = str(caught.value)
+    assert text.startswith(f"{tmp_path / 'harness.toml'}: line 5: discord.allow_users: nested")
+    assert "\n" not in text
+    with pytest.raises(ConfigError, match=r"^environment HARNESS_DISCORD__ALLOW_USERS: nested"):
+        load_settings({"HARNESS_HOME": str(tmp_path / "x"), "HARNESS_DISCORD__ALLOW_USERS": deep})
+    # deep but parseable: the list is refused by its key, and the value shown is clipped
+    with pytest.raises(ConfigError) as caught:
+        load_settings(home_with(tmp_path, f"[discord]\nallow_users = {'[' * 300}{']' * 300}\n"))
+    text = str(caught.value)
+    assert "discord.allow_users: expected a list of Discord ids" in text and len(text) < 400
+
+
+def test_a_config_that_is_a_pipe_is_refused_without_reading_it(tmp_path: Path) -> None:
+    fifo = tmp_path / "harness.toml"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError, match=r"harness.toml: not a regular file"):
+        load_settings({"HARNESS_HOME": str(tmp_path)}, config=fifo)
