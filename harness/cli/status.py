@@ -13,6 +13,7 @@ from harness.cli.common import emit_json, fmt_time, store_for
 from harness.cli.exits import EXIT_FAILURE, EXIT_OK
 from harness.core.format import duration, key_metric_of, progress_line
 from harness.core.overrides import CONTROL_RULES, check_control
+from harness.core.spec import control_problem
 from harness.core.values import toml_value
 from harness.errors import ConflictError, HarnessError, UsageError
 from harness.job.protocol import CONTROLS_FILE, STDERR_FILE, STDOUT_FILE
@@ -152,7 +153,12 @@ def _parse_changes(items: list[str]) -> dict[str, Any]:
         key = key.strip()
         if not sep or not key:
             raise UsageError(f"expected key=value, got {item!r}")
-        value = toml_value(raw.strip())
+        try:
+            value = toml_value(raw.strip())
+        except RecursionError:
+            raise UsageError(f"{key}: nested too deeply to read") from None
+        if problem := control_problem(value):
+            raise UsageError(f"{key}: {problem}")
         changes[key] = check_control(key, value) if key in CONTROL_RULES else value
     return changes
 

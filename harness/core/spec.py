@@ -36,6 +36,7 @@ __all__ = [
     "WatchConfig",
     "apply_overrides",
     "args_to_flags",
+    "control_problem",
     "parse_gate",
     "spec_from_mapping",
     "spec_from_toml",
@@ -165,7 +166,7 @@ class RunSpec(_Strict):
     def _controls_json(cls, v: Any) -> Any:
         if isinstance(v, Mapping):
             for key, value in v.items():
-                bad = _not_json(value)
+                bad = control_problem(value)
                 if bad:
                     raise ValueError(f"{key}: {bad}")
         return v
@@ -191,8 +192,11 @@ class RunSpec(_Strict):
         return [parse_gate(k, v) for k, v in self.gates.items()]
 
 
-def _not_json(value: Any, depth: int = 1) -> str | None:
-    """Why ``value`` cannot go into controls.json (TOML dates, inf/nan, deep nesting), or None."""
+def control_problem(value: Any, depth: int = 1) -> str | None:
+    """Why ``value`` cannot go into controls.json (TOML dates, inf/nan, deep nesting), or None.
+
+    The rule for every control value, from a spec, ``--set`` or ``harness controls set``.
+    """
     if depth > MAX_DEPTH:
         return f"nested more than {MAX_DEPTH} levels deep (arrays or tables in one another)"
     if isinstance(value, dt.date | dt.time):
@@ -200,9 +204,11 @@ def _not_json(value: Any, depth: int = 1) -> str | None:
     if isinstance(value, float) and not math.isfinite(value):
         return f"must be a finite number, got {value}"
     if isinstance(value, Mapping):
-        return next((f"{k}: {b}" for k, x in value.items() if (b := _not_json(x, depth + 1))), None)
+        return next(
+            (f"{k}: {b}" for k, x in value.items() if (b := control_problem(x, depth + 1))), None
+        )
     if isinstance(value, list):
-        return next((b for x in value if (b := _not_json(x, depth + 1))), None)
+        return next((b for x in value if (b := control_problem(x, depth + 1))), None)
     return None
 
 

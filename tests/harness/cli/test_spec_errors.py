@@ -101,3 +101,19 @@ def test_a_bad_interval_in_harness_toml_is_one_line_and_exit_2(
     assert main(command) == 2
     line = one_error_line(capsys.readouterr().err)
     assert f"{home / 'harness.toml'}: " in line and "interval_s" in line
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ("w=" + "[" * 5000 + "]" * 5000, "w: nested too deeply to read"),
+        ("w=" + "[" * 40 + "]" * 40, "w: nested more than 32 levels deep"),
+        ("warmup=nan", "warmup: must be a finite number, got nan"),
+        ("when=2026-01-01", "when: dates and times are not allowed"),
+    ],
+)
+def test_a_live_control_json_cannot_hold_is_one_line_and_exit_2(
+    home: Path, capsys: pytest.CaptureFixture[str], change: str, message: str
+) -> None:
+    assert main(["controls", "set", "any-run", change]) == 2
+    assert message in one_error_line(capsys.readouterr().err)
