@@ -28,6 +28,7 @@ one warning line.
 
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
 import stat
@@ -185,6 +186,13 @@ def _file_version(path: Path, busy_timeout_s: float) -> int:
         conn.close()
 
 
+def _cause(exc: OSError) -> str:
+    """The StoreError cause of an OSError met while creating the folder or the file."""
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return "readonly"
+    return "full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "cantopen"
+
+
 def _others_can_read(mode: int) -> bool:
     return bool(mode & 0o077)
 
@@ -196,7 +204,7 @@ def _private_dir(folder: Path, warn: Callable[[str], None]) -> None:
     except FileExistsError:
         pass
     except OSError as exc:
-        raise StoreError(f"cannot create {folder}: {exc.strerror}", cause="cantopen") from None
+        raise StoreError(f"cannot create {folder}: {exc.strerror}", cause=_cause(exc)) from None
     else:
         folder.chmod(DIR_MODE)  # mkdir's mode is cut by the umask; chmod is not
         return
@@ -228,7 +236,9 @@ def _private_files(path: Path) -> None:
     except FileExistsError:
         pass
     except OSError as exc:
-        raise StoreError(f"cannot create the database {path}: {exc.strerror}") from None
+        raise StoreError(
+            f"cannot create the database {path}: {exc.strerror}", cause=_cause(exc)
+        ) from None
     else:
         try:
             os.fchmod(fd, FILE_MODE)

@@ -150,3 +150,12 @@ def test_the_store_is_usable_after_a_translated_error(tmp_path: Path) -> None:
     with store.read() as s:
         assert [n.text for n in list_notes(session=s)] == ["fine"]
     store.close()
+
+
+def test_a_new_database_on_a_read_only_filesystem_says_so(tmp_path: Path) -> None:
+    with read_only_state(tmp_path) as home:
+        path = home / "other.db"
+        with pytest.raises(StoreError) as info:
+            open_store(path)
+    assert info.value.cause == "readonly"
+    assert f"cannot create the database {path}" in _one_line(info, path)
