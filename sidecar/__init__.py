@@ -1,40 +1,53 @@
 """sidecar: the durable outbox, its delivery worker to Discord REST, and the HTTP API.
 
 - The outbox (a table in the Harness SQLite file): :func:`enqueue` stores a message
-  (split to Discord's limits) before anyone is told it is queued; the other functions
-  move rows through ``pending -> sending -> sent | dead``. Each takes a session keyword.
+  (split to Discord's limits, refused if it could never be delivered) before anyone is
+  told it is queued; the other functions move rows through
+  ``pending -> sending -> sent | dead``, and :func:`retry_messages` /
+  :func:`drop_messages` let a person move them by hand. Each takes a session keyword.
 - :class:`DeliveryWorker` posts the outbox in order to a webhook or a bot channel
-  (:class:`DiscordConfig`), with retries, rate limits and dead-lettering.
+  (:class:`DiscordConfig`), with retries, rate limits and dead-lettering; a message that
+  fails for its own reasons is dead-lettered and never holds up the ones behind it.
 - :func:`create_app` is the aiohttp app behind a bearer token (:func:`load_or_create_token`),
-  started on loopback with :func:`serve`.
+  started on loopback with :func:`serve` under :class:`ApiLimits` (connections,
+  timeouts); :class:`RateLimitFilter` keeps a storm of one error out of the log.
 """
 
 from ._api import (
     MAX_BODY_BYTES,
+    MAX_DEPTH,
     STORE_KEY,
     create_app,
+    json_depth,
     json_error,
+    json_ok,
     load_or_create_token,
     read_json,
-    serve,
     token_file,
 )
 from ._discord import DEFAULT_API_BASE, DiscordClient, DiscordConfig, Sent
 from ._errors import (
     DeliveryError,
     InvalidMessageError,
+    KeyConflictError,
+    MessageNotFoundError,
+    MessageStateError,
     RateLimitedError,
     RejectedError,
     SidecarError,
     TokenFileError,
     TransientError,
+    UnreadableMessageError,
 )
+from ._keys import KEY_HEADER, KEY_TTL_S, SendKey
+from ._logs import RateLimitFilter
 from ._outbox import (
     KINDS,
     STATES,
     OutboxMessage,
     claim_next,
     count_by_state,
+    drop_messages,
     enqueue,
     has_undelivered,
     list_messages,
@@ -43,35 +56,51 @@ from ._outbox import (
     mark_sent,
     next_due,
     reset_stuck,
+    retry_messages,
 )
+from ._server import ApiLimits, ConnectionBook, serve
 from ._split import build_payloads, split_text
 from ._worker import DeliveryWorker
 
 __all__ = [
     "DEFAULT_API_BASE",
+    "KEY_HEADER",
+    "KEY_TTL_S",
     "KINDS",
     "MAX_BODY_BYTES",
+    "MAX_DEPTH",
     "STATES",
     "STORE_KEY",
+    "ApiLimits",
+    "ConnectionBook",
     "DeliveryError",
     "DeliveryWorker",
     "DiscordClient",
     "DiscordConfig",
     "InvalidMessageError",
+    "KeyConflictError",
+    "MessageNotFoundError",
+    "MessageStateError",
     "OutboxMessage",
+    "RateLimitFilter",
     "RateLimitedError",
     "RejectedError",
+    "SendKey",
     "Sent",
     "SidecarError",
     "TokenFileError",
     "TransientError",
+    "UnreadableMessageError",
     "build_payloads",
     "claim_next",
     "count_by_state",
     "create_app",
+    "drop_messages",
     "enqueue",
     "has_undelivered",
+    "json_depth",
     "json_error",
+    "json_ok",
     "list_messages",
     "load_or_create_token",
     "mark_dead",
@@ -80,6 +109,7 @@ __all__ = [
     "next_due",
     "read_json",
     "reset_stuck",
+    "retry_messages",
     "serve",
     "split_text",
     "token_file",

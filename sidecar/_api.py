@@ -2,55 +2,68 @@
 
 Routes here: ``POST /send``, ``GET /health``, ``GET /messages``. The composition root
 registers more (runs, inbox, heartbeat) on the same app with ``app.router.add_*``; the
-auth and JSON-error middlewares apply to every route, and :func:`json_error` builds the
-same error shape (``{"error": "..."}``).
+auth and JSON-error middlewares apply to every route, :func:`json_error` builds the
+same error shape (``{"error": "..."}``) and :func:`json_ok` the strict-JSON success
+(non-finite numbers as ``null``, never a bare ``NaN``).
 
 ``POST /send`` answers 202 only after the message's rows are committed. Concurrent
 requests are written together (a group commit): while one transaction runs in a worker
 thread, newly arrived messages wait, then all of them go into the next transaction, and
 each request is answered once the transaction holding its rows has committed. SQLite
-work runs in threads so the event loop stays free.
+work runs in threads so the event loop stays free. With an ``Idempotency-Key`` header
+(see ``_keys``) a repeated request is answered 200 with the ids of the first and
+stores nothing; the same key with another body is 409.
 
 The body is parsed as JSON whatever the ``Content-Type`` says, because
-``curl -d '{"text": "hi"}'`` sends ``application/x-www-form-urlencoded``.
+``curl -d '{"text": "hi"}'`` sends ``application/x-www-form-urlencoded``. It must be
+strict JSON (no ``NaN``), valid Unicode throughout, at most :data:`MAX_DEPTH` levels
+deep, and arrive within the body timeout; otherwise 400 (408 for the timeout), one line.
+A malformed or non-ASCII ``Authorization`` header is 401 like a wrong token.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
-import ipaddress
 import json
 import logging
 import os
 import re
 import secrets
 import stat
+import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from memory import Store
+from memory import Store, dumps_strict
 
-from ._errors import InvalidMessageError, TokenFileError
+from ._errors import InvalidMessageError, KeyConflictError, TokenFileError
+from ._keys import KEY_HEADER, body_digest, check_key, recall_key, remember_key
 from ._outbox import STATES, count_by_state, list_messages, prepare, store_prepared
+from ._server import BOOK_KEY, LIMITS_KEY, ApiLimits, ConnectionBook
+from ._split import check_value
 
 __all__ = [
     "MAX_BODY_BYTES",
+    "MAX_DEPTH",
     "STORE_KEY",
     "create_app",
+    "json_depth",
     "json_error",
+    "json_ok",
     "load_or_create_token",
     "read_json",
-    "serve",
     "token_file",
 ]
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
+MAX_DEPTH = 100  # levels of nested objects/arrays a body may have
 TOKEN_FILE = "sidecar.token"
 STORE_KEY = web.AppKey("harness.store", Store)
 _COMMITTER_KEY: web.AppKey[_GroupCommit] = web.AppKey("harness.sidecar.committer")
@@ -61,39 +74,112 @@ _TOKEN_RE = re.compile(r"[A-Za-z0-9_\-]{16,}")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+def json_ok(data: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    """A JSON response in strict JSON (non-finite numbers as null, text cleaned)."""
+    return web.json_response(data, status=status, headers=headers, dumps=dumps_strict)
+
+
 def json_error(status: int, message: str, **headers: str) -> web.Response:
     """The API's error response: ``{"error": message}`` with ``status``."""
-    return web.json_response({"error": message}, status=status, headers=headers or None)
+    return json_ok({"error": message}, status=status, headers=headers or None)
+
+
+def json_depth(value: Any, limit: int = MAX_DEPTH) -> int:
+    """How many levels of objects/arrays ``value`` nests (walked without recursion).
+
+    Stops counting past ``limit``: the result is then ``limit + 1``.
+    """
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            if deepest > limit:
+                return limit + 1
+            stack.extend(
+                (sub, depth + 1) for sub in (item.values() if isinstance(item, dict) else item)
+            )
+    return deepest
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _parse(raw: bytes) -> Any:
+    try:
+        value = json.loads(raw, parse_constant=_no_constant)
+    except UnicodeDecodeError:
+        raise web.HTTPBadRequest(text="the body is not UTF-8") from None
+    except RecursionError:
+        raise web.HTTPBadRequest(text=f"the body is nested too deep (limit {MAX_DEPTH})") from None
+    except ValueError as exc:  # JSONDecodeError, or NaN / Infinity
+        raise web.HTTPBadRequest(text=f"the body is not valid JSON: {exc}") from None
+    if json_depth(value) > MAX_DEPTH:
+        raise web.HTTPBadRequest(text=f"the body is nested too deep (limit {MAX_DEPTH})")
+    try:
+        check_value(value, "body")
+    except InvalidMessageError as exc:
+        raise web.HTTPBadRequest(text=str(exc)) from None
+    return value
 
 
 async def read_json(request: web.Request) -> Any:
-    """The request body as JSON, whatever its content type; 400/413 as :class:`HTTPException`."""
-    raw = await request.read()  # raises HTTPRequestEntityTooLarge past client_max_size
+    """The request body as JSON, whatever its content type.
+
+    400 (empty, not UTF-8, not strict JSON, nested deeper than :data:`MAX_DEPTH`, text
+    that is not valid Unicode), 408 (not received within the body timeout) and 413 (too
+    large) are raised as :class:`HTTPException`, each with a one-line reason.
+    """
+    limits = request.app[LIMITS_KEY] if LIMITS_KEY in request.app else ApiLimits()
+    try:
+        async with asyncio.timeout(limits.body_timeout_s):
+            raw = await request.read()  # raises HTTPRequestEntityTooLarge past client_max_size
+    except TimeoutError:
+        raise web.HTTPRequestTimeout(
+            text=f"the body did not arrive within {limits.body_timeout_s:g} s"
+        ) from None
     if not raw.strip():
         raise web.HTTPBadRequest(text="the body is empty; send a JSON object")
-    try:
-        return json.loads(raw)
-    except UnicodeDecodeError:
-        raise web.HTTPBadRequest(text="the body is not UTF-8") from None
-    except json.JSONDecodeError as exc:
-        raise web.HTTPBadRequest(text=f"the body is not valid JSON: {exc}") from None
+    return _parse(raw)
 
 
 # -- middlewares -------------------------------------------------------------------------
 
 
+def _auth_problem(header: str, expected: bytes) -> str | None:
+    """Why ``header`` (an Authorization value) does not let the request in; None if it does."""
+    if not header:
+        return "missing bearer token"
+    if not header.isascii() or not header.isprintable():
+        return "malformed Authorization header (expected 'Bearer <token>' in ASCII)"
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer" or not given.strip():
+        return "malformed Authorization header (expected 'Bearer <token>')"
+    if not hmac.compare_digest(given.strip().encode("ascii"), expected):
+        return "wrong bearer token"
+    return None
+
+
 def _auth_middleware(token: str) -> Any:
-    expected = f"Bearer {token}".encode()
+    expected = token.encode("ascii")
 
     @web.middleware
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-        given = request.headers.get("Authorization", "").encode()
-        if not hmac.compare_digest(given, expected):
-            reason = "missing bearer token" if not given else "wrong bearer token"
-            return json_error(401, reason, **{"WWW-Authenticate": "Bearer"})
+        problem = _auth_problem(request.headers.get("Authorization", ""), expected)
+        if problem is not None:
+            return json_error(401, problem, **{"WWW-Authenticate": "Bearer"})
         return await handler(request)
 
     return auth
+
+
+@web.middleware
+async def _busy_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Mark the connection busy while its request runs, so the limit never closes it."""
+    with request.app[BOOK_KEY].busy(request.protocol):
+        return await handler(request)
 
 
 @web.middleware
@@ -122,6 +208,23 @@ async def _error_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 # -- group commit ------------------------------------------------------------------------
 
+Prepared = tuple[str, list[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class _Submission:
+    """One request's message, with its idempotency key and body digest when it has one."""
+
+    message: Prepared
+    key: str | None = None
+    digest: str = ""
+
+
+@dataclass(frozen=True)
+class _Stored:
+    ids: list[int]
+    replayed: bool = False  # the key was seen: these are the first request's ids
+
 
 class _GroupCommit:
     """Write the messages of concurrent requests in as few transactions as possible."""
@@ -129,34 +232,65 @@ class _GroupCommit:
     def __init__(self, store: Store, wake: Callable[[], None] | None) -> None:
         self._store = store
         self._wake = wake
-        self._queue: list[tuple[tuple[str, list[dict[str, Any]]], asyncio.Future[list[int]]]] = []
+        self._queue: list[tuple[_Submission, asyncio.Future[_Stored]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
-    async def submit(self, message: tuple[str, list[dict[str, Any]]]) -> list[int]:
-        future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
-        self._queue.append((message, future))
+    async def submit(self, submission: _Submission) -> _Stored:
+        """Store (or, for a known key, look up) one message; raises KeyConflictError."""
+        future: asyncio.Future[_Stored] = asyncio.get_running_loop().create_future()
+        self._queue.append((submission, future))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
         return await future  # a cancelled request leaves its rows queued: they still go out
 
-    def _write(self, messages: list[tuple[str, list[dict[str, Any]]]]) -> list[list[int]]:
+    def _write(self, batch: list[_Submission]) -> list[_Stored | KeyConflictError]:
+        """One transaction: keyed messages one by one (a key may repeat within the batch),
+        then every unkeyed message in one ``executemany``."""
+        now = time.time()
+        out: list[_Stored | KeyConflictError | None] = [None] * len(batch)
         with self._store.write() as session:
-            return store_prepared(session=session, messages=messages)
+            plain = []
+            for index, sub in enumerate(batch):
+                if sub.key is None:
+                    plain.append(index)
+                    continue
+                try:
+                    known = recall_key(session=session, key=sub.key, digest=sub.digest, now=now)
+                except KeyConflictError as exc:
+                    out[index] = exc
+                    continue
+                if known is not None:
+                    out[index] = _Stored(known, replayed=True)
+                    continue
+                [ids] = store_prepared(session=session, messages=[sub.message], now=now)
+                remember_key(session=session, key=sub.key, digest=sub.digest, ids=ids, now=now)
+                out[index] = _Stored(ids)
+            groups = store_prepared(session=session, messages=[batch[i].message for i in plain])
+            for index, ids in zip(plain, groups, strict=True):
+                out[index] = _Stored(ids)
+        assert all(o is not None for o in out)
+        return [o for o in out if o is not None]
 
     async def _flush(self) -> None:
         while self._queue:
             batch, self._queue = self._queue, []
             try:
-                ids = await asyncio.to_thread(self._write, [m for m, _ in batch])
+                results = await asyncio.to_thread(self._write, [s for s, _ in batch])
             except Exception as exc:
                 for _, future in batch:
                     if not future.done():
                         future.set_exception(exc)
                 continue
-            for (_, future), group in zip(batch, ids, strict=True):
-                if not future.done():
-                    future.set_result(group)
-            if self._wake is not None:
+            for (_, future), result in zip(batch, results, strict=True):
+                if future.done():
+                    continue
+                if isinstance(result, KeyConflictError):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result)
+            if self._wake is not None and any(
+                isinstance(r, _Stored) and not r.replayed for r in results
+            ):
                 self._wake()
 
 
@@ -175,14 +309,21 @@ async def _send(request: web.Request) -> web.Response:
         return json_error(400, "kind must be a string")
     try:
         message = prepare(text=body.get("text"), embeds=body.get("embeds"), kind=kind)
+        raw_key = request.headers.get(KEY_HEADER)
+        key = None if raw_key is None else check_key(raw_key)
     except InvalidMessageError as exc:
         return json_error(400, str(exc))
+    submission = _Submission(message, key, body_digest(body) if key is not None else "")
     try:
-        ids = await request.app[_COMMITTER_KEY].submit(message)
+        stored = await request.app[_COMMITTER_KEY].submit(submission)
+    except KeyConflictError as exc:
+        return json_error(409, str(exc))
     except Exception:
         log.exception("could not store a message")
         return json_error(503, "the outbox could not store the message; see the sidecar log")
-    return web.json_response({"ids": ids}, status=202)
+    if stored.replayed:
+        return json_ok({"ids": stored.ids, "replayed": True}, status=200)
+    return json_ok({"ids": stored.ids}, status=202)
 
 
 def _counts(store: Store) -> dict[str, int]:
@@ -192,7 +333,7 @@ def _counts(store: Store) -> dict[str, int]:
 
 async def _health(request: web.Request) -> web.Response:
     counts = await asyncio.to_thread(_counts, request.app[STORE_KEY])
-    return web.json_response({"ok": True, "outbox": counts})
+    return json_ok({"ok": True, "outbox": counts})
 
 
 def _list(store: Store, state: str | None, limit: int) -> list[dict[str, Any]]:
@@ -209,43 +350,35 @@ async def _messages(request: web.Request) -> web.Response:
     if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= _MAX_LIST:
         return json_error(400, f"limit must be an integer from 1 to {_MAX_LIST}")
     rows = await asyncio.to_thread(_list, request.app[STORE_KEY], state, int(raw_limit))
-    return web.json_response({"messages": rows})
+    return json_ok({"messages": rows})
 
 
 def create_app(
-    *, store: Store, token: str, wake: Callable[[], None] | None = None
+    *,
+    store: Store,
+    token: str,
+    wake: Callable[[], None] | None = None,
+    limits: ApiLimits | None = None,
 ) -> web.Application:
-    """The API app. ``wake`` is called (on the loop) after new messages are committed."""
-    if len(token) < 16:
-        raise ValueError("the API token must be at least 16 characters")
+    """The API app. ``wake`` is called (on the loop) after new messages are committed.
+
+    ``limits`` (connections, timeouts, log rate) are applied by :func:`serve`.
+    """
+    if len(token) < 16 or not _TOKEN_RE.fullmatch(token):
+        raise ValueError("the API token must be at least 16 characters of [A-Za-z0-9_-]")
+    limits = ApiLimits() if limits is None else limits
     app = web.Application(
         client_max_size=MAX_BODY_BYTES,
-        middlewares=[_error_middleware, _auth_middleware(token)],
+        middlewares=[_busy_middleware, _error_middleware, _auth_middleware(token)],
     )
     app[STORE_KEY] = store
+    app[LIMITS_KEY] = limits
+    app[BOOK_KEY] = ConnectionBook(limits.max_connections)
     app[_COMMITTER_KEY] = _GroupCommit(store, wake)
     app.router.add_post("/send", _send)
     app.router.add_get("/health", _health)
     app.router.add_get("/messages", _messages)
     return app
-
-
-async def serve(app: web.Application, host: str = "127.0.0.1", port: int = 7777) -> web.AppRunner:
-    """Start ``app`` on a loopback address; returns the runner (``await runner.cleanup()``).
-
-    ``port=0`` picks a free port: read it from ``runner.addresses[0][1]``.
-    """
-    if host != "localhost" and not ipaddress.ip_address(host).is_loopback:
-        raise ValueError(f"the sidecar only listens on loopback, not {host!r}")
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    try:
-        await site.start()
-    except OSError:
-        await runner.cleanup()
-        raise
-    return runner
 
 
 # -- the token file ----------------------------------------------------------------------

@@ -1,8 +1,13 @@
 """Errors raised by the sidecar.
 
 SidecarError                  base; the message is one line a user can act on
- ├── InvalidMessageError      a message cannot be queued (empty, wrong types, bad embed)
+ ├── InvalidMessageError      a message cannot be queued (empty, wrong types, bad embed,
+ │                            text that is not valid Unicode)
  ├── TokenFileError           the API token file cannot be read, created or trusted
+ ├── MessageNotFoundError     no outbox message with that id
+ ├── MessageStateError        the message's state forbids the change (a sent one is final)
+ ├── KeyConflictError         an Idempotency-Key already used for a different message
+ ├── UnreadableMessageError   a stored row cannot be read back (its payload is not JSON)
  └── DeliveryError            one attempt to post a message to Discord did not succeed
       ├── RateLimitedError    429: wait ``retry_after`` seconds before using the route again
       ├── TransientError      5xx, timeout, connection error: retry later with backoff
@@ -19,11 +24,15 @@ from typing import Any
 __all__ = [
     "DeliveryError",
     "InvalidMessageError",
+    "KeyConflictError",
+    "MessageNotFoundError",
+    "MessageStateError",
     "RateLimitedError",
     "RejectedError",
     "SidecarError",
     "TokenFileError",
     "TransientError",
+    "UnreadableMessageError",
 ]
 
 
@@ -37,6 +46,26 @@ class InvalidMessageError(SidecarError, ValueError):
 
 class TokenFileError(SidecarError):
     """The bearer-token file of the HTTP API is unusable."""
+
+
+class MessageNotFoundError(SidecarError, LookupError):
+    """No outbox message has the id that was asked for."""
+
+
+class MessageStateError(SidecarError):
+    """The message is in a state that forbids the change (dropping a sent message)."""
+
+
+class KeyConflictError(SidecarError):
+    """An idempotency key that was already used, within its lifetime, for another body."""
+
+
+class UnreadableMessageError(SidecarError):
+    """The stored payload of outbox message ``message_id`` cannot be read back."""
+
+    def __init__(self, message: str, *, message_id: int) -> None:
+        super().__init__(message)
+        self.message_id = message_id
 
 
 class DeliveryError(SidecarError):

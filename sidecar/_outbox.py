@@ -5,7 +5,13 @@ or when :func:`reset_stuck` runs at start-up). Delivery is FIFO by ``id`` with
 head-of-line blocking: :func:`claim_next` only ever looks at the oldest message that is
 still ``pending`` or ``sending``; if that one is not due yet (or is in flight), nothing
 is claimed, so a later message can never overtake an earlier one. A ``dead`` message
-does not block.
+does not block, and neither does a row whose payload cannot be read back:
+:func:`claim_next` refuses it with :class:`UnreadableMessageError` so the worker can
+dead-letter it. People move rows by hand with :func:`retry_messages` (dead -> pending)
+and :func:`drop_messages` (pending or dead -> dead).
+
+Error text stored in ``last_error`` is cleaned of lone surrogates first: SQLite refuses
+such text, and a row that cannot be updated would block the queue for ever.
 
 ``nonce`` is derived from the row id and a random salt stored once per database, so a
 resend of the same row carries the same nonce (Discord's ``enforce_nonce`` turns that
@@ -23,10 +29,17 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import JSON, Column, func
+from sqlalchemy import JSON, Column, func, update
 from sqlmodel import Field, Session, SQLModel, col, select
 
-from ._errors import InvalidMessageError
+from memory import clean_text, one_line
+
+from ._errors import (
+    InvalidMessageError,
+    MessageNotFoundError,
+    MessageStateError,
+    UnreadableMessageError,
+)
 from ._split import build_payloads
 
 __all__ = [
@@ -35,6 +48,7 @@ __all__ = [
     "OutboxMessage",
     "claim_next",
     "count_by_state",
+    "drop_messages",
     "enqueue",
     "has_undelivered",
     "list_messages",
@@ -44,6 +58,7 @@ __all__ = [
     "next_due",
     "prepare",
     "reset_stuck",
+    "retry_messages",
     "store_prepared",
 ]
 
@@ -106,7 +121,7 @@ def prepare(
     """Validate and split a message without touching the database: ``(kind, payloads)``."""
     if kind is None:
         kind = "embed" if text is None and embeds is not None else "text"
-    if kind not in KINDS:
+    if not isinstance(kind, str) or kind not in KINDS:
         raise InvalidMessageError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
     return kind, build_payloads(text, embeds)
 
@@ -147,7 +162,8 @@ def store_prepared(
     rows = []
     for index, (kind, payloads) in enumerate(messages):
         for payload in payloads:
-            rows.append((next_id, now, kind, json.dumps(payload), now, _nonce(salt, next_id)))
+            body = json.dumps(payload, allow_nan=False)
+            rows.append((next_id, now, kind, body, now, _nonce(salt, next_id)))
             out[index].append(next_id)
             next_id += 1
     conn.exec_driver_sql(_INSERT, rows)
@@ -173,14 +189,38 @@ def enqueue(
     return list(session.exec(q).all())
 
 
-def _head(session: Session) -> OutboxMessage | None:
+def _head(session: Session) -> tuple[int, str, float] | None:
+    """``(id, state, next_attempt_at)`` of the oldest undelivered row; its payload unread."""
     q = (
-        select(OutboxMessage)
+        select(OutboxMessage.id, OutboxMessage.state, OutboxMessage.next_attempt_at)
         .where(col(OutboxMessage.state).in_(_ACTIVE))
         .order_by(col(OutboxMessage.id))
         .limit(1)
     )
-    return session.exec(q).first()
+    row = session.exec(q).first()
+    return None if row is None else (int(row[0] or 0), str(row[1]), float(row[2]))
+
+
+def _check_payload(session: Session, message_id: int) -> None:
+    """Raise :class:`UnreadableMessageError` unless the stored payload is a JSON object."""
+    raw = (
+        session.connection()
+        .exec_driver_sql("SELECT payload FROM outbox_message WHERE id = ?", (message_id,))
+        .scalar()
+    )
+    try:
+        value = json.loads(raw) if isinstance(raw, str | bytes) else None
+    except (ValueError, RecursionError) as exc:
+        reason = one_line(clean_text(str(exc)), 120)
+        raise UnreadableMessageError(
+            f"outbox message {message_id}: the stored payload is not JSON ({reason})",
+            message_id=message_id,
+        ) from None
+    if not isinstance(value, dict):
+        raise UnreadableMessageError(
+            f"outbox message {message_id}: the stored payload is not a JSON object",
+            message_id=message_id,
+        )
 
 
 def claim_next(*, session: Session, now: float | None = None) -> OutboxMessage | None:
@@ -188,15 +228,22 @@ def claim_next(*, session: Session, now: float | None = None) -> OutboxMessage |
 
     Returns None when the outbox is empty, when the oldest message is not due before
     ``now``, or when it is already ``sending`` (in flight): order is never broken.
+    Raises :class:`UnreadableMessageError` (nothing changed) when the head's stored
+    payload cannot be read back; dead-letter it with :func:`mark_dead` and go on.
     """
     now = time.time() if now is None else now
     head = _head(session)
-    if head is None or head.state != "pending" or head.next_attempt_at > now:
+    if head is None:
         return None
-    head.state = "sending"
-    session.add(head)
+    message_id, state, due = head
+    if state != "pending" or due > now:
+        return None
+    _check_payload(session, message_id)
+    row = _get(session, message_id)
+    row.state = "sending"
+    session.add(row)
     session.flush()
-    return head
+    return row
 
 
 def has_undelivered(*, session: Session) -> bool:
@@ -207,14 +254,19 @@ def has_undelivered(*, session: Session) -> bool:
 def next_due(*, session: Session) -> float | None:
     """When the head of the queue may be sent (None: nothing pending)."""
     head = _head(session)
-    return None if head is None or head.state != "pending" else head.next_attempt_at
+    return None if head is None or head[1] != "pending" else head[2]
 
 
 def _get(session: Session, message_id: int) -> OutboxMessage:
     row = session.get(OutboxMessage, message_id)
     if row is None:
-        raise KeyError(f"no outbox message {message_id}")
+        raise MessageNotFoundError(f"no outbox message {message_id} (see `harness messages`)")
     return row
+
+
+def _error_text(error: str) -> str:
+    """``error`` as one storable line: no lone surrogates, no newlines, at most 500 chars."""
+    return one_line(clean_text(error), 500)
 
 
 def mark_sent(
@@ -228,7 +280,7 @@ def mark_sent(
     row.state = "sent"
     row.attempts += 1
     row.sent_at = time.time() if now is None else now
-    row.discord_message_id = discord_message_id
+    row.discord_message_id = None if discord_message_id is None else clean_text(discord_message_id)
     row.last_error = None
     session.add(row)
     return row
@@ -247,19 +299,26 @@ def mark_retry(
     row.state = "pending"
     row.attempts += 1
     row.next_attempt_at = (time.time() if now is None else now) + max(delay, 0.0)
-    row.last_error = error
+    row.last_error = _error_text(error)
     session.add(row)
     return row
 
 
-def mark_dead(*, session: Session, message_id: int, error: str) -> OutboxMessage:
-    """Give up on a message (Discord refused it); later messages go on."""
-    row = _get(session, message_id)
-    row.state = "dead"
-    row.attempts += 1
-    row.last_error = error
-    session.add(row)
-    return row
+def mark_dead(*, session: Session, message_id: int, error: str) -> None:
+    """Give up on a message (Discord refused it, or it cannot be sent); later ones go on.
+
+    Written as one UPDATE, without reading the row, so that a row whose payload cannot
+    be read back can still be dead-lettered. Raises :class:`MessageNotFoundError`.
+    """
+    stmt = (
+        update(OutboxMessage)
+        .where(col(OutboxMessage.id) == message_id)
+        .values(
+            state="dead", attempts=col(OutboxMessage.attempts) + 1, last_error=_error_text(error)
+        )
+    )
+    if session.exec(stmt).rowcount == 0:
+        raise MessageNotFoundError(f"no outbox message {message_id} (see `harness messages`)")
 
 
 def reset_stuck(*, session: Session) -> int:
@@ -269,6 +328,70 @@ def reset_stuck(*, session: Session) -> int:
         row.state = "pending"
         session.add(row)
     return len(rows)
+
+
+def _states(session: Session, ids: Sequence[int]) -> dict[int, str]:
+    """The state of each id (in the order given, duplicates once); unknown ids refused."""
+    wanted = list(dict.fromkeys(ids))
+    q = select(OutboxMessage.id, OutboxMessage.state).where(col(OutboxMessage.id).in_(wanted))
+    found = {int(i or 0): str(state) for i, state in session.exec(q).all()}
+    for message_id in wanted:
+        if message_id not in found:
+            raise MessageNotFoundError(f"no outbox message {message_id} (see `harness messages`)")
+    return {message_id: found[message_id] for message_id in wanted}
+
+
+def retry_messages(*, session: Session, ids: Sequence[int], now: float | None = None) -> list[int]:
+    """Put dead messages back in the queue: ``pending``, due ``now``, attempts reset to 0.
+
+    A message keeps its id, hence its place in the delivery order: it is delivered
+    before every message queued after it (and blocks them until it goes out or dies
+    again), after every older one still waiting. Its nonce is unchanged too.
+
+    All or nothing: :class:`MessageNotFoundError` for an unknown id and
+    :class:`MessageStateError` for a message that is not dead (sent, or still queued)
+    change nothing. Returns the ids, in the order given.
+    """
+    states = _states(session, ids)
+    for message_id, state in states.items():
+        if state == "sent":
+            raise MessageStateError(
+                f"outbox message {message_id} was already sent; queue new text with `harness send`"
+            )
+        if state != "dead":
+            raise MessageStateError(f"outbox message {message_id} is {state}, already queued")
+    when = time.time() if now is None else now
+    session.exec(
+        update(OutboxMessage)
+        .where(col(OutboxMessage.id).in_(list(states)))
+        .values(state="pending", attempts=0, next_attempt_at=when, last_error=None)
+    )
+    return list(states)
+
+
+def drop_messages(*, session: Session, ids: Sequence[int], by: str) -> list[int]:
+    """Give up on queued (``pending``) or dead messages: ``dead``, "dropped by <by>".
+
+    All or nothing: :class:`MessageNotFoundError` for an unknown id and
+    :class:`MessageStateError` for a message that was sent (final) or is being sent at
+    this moment change nothing. Returns the ids, in the order given.
+    """
+    states = _states(session, ids)
+    for message_id, state in states.items():
+        if state == "sent":
+            raise MessageStateError(
+                f"outbox message {message_id} was already sent; it cannot be dropped"
+            )
+        if state == "sending":
+            raise MessageStateError(
+                f"outbox message {message_id} is being sent right now; it cannot be dropped"
+            )
+    session.exec(
+        update(OutboxMessage)
+        .where(col(OutboxMessage.id).in_(list(states)))
+        .values(state="dead", last_error=_error_text(f"dropped by {by}"))
+    )
+    return list(states)
 
 
 def list_messages(

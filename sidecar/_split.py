@@ -10,14 +10,19 @@ Long text is split on line boundaries into several messages (a single line longe
 than the limit is cut hard); ``"".join(split_text(t)) == t`` whenever no chunk is
 blank. Over-long embed strings are cut with an ellipsis, fields past the 25th or past
 the total budget are dropped, and more than 10 embeds (or more than 6,000 characters of
-them) spill into further messages. Wrong types are refused with
-:class:`InvalidMessageError` naming the offending path (``embeds[0].fields[2].value``).
+them) spill into further messages. Wrong types, text that is not valid Unicode (a
+lone surrogate, which no encoder accepts: such a message could never be delivered) and
+non-finite numbers are refused with :class:`InvalidMessageError` naming the offending
+path (``embeds[0].fields[2].value``).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
+
+from memory import InvalidTextError, check_text, clip
 
 from ._errors import InvalidMessageError
 
@@ -26,6 +31,7 @@ __all__ = [
     "EMBEDS_PER_MESSAGE",
     "EMBED_TOTAL_LIMIT",
     "build_payloads",
+    "check_value",
     "embed_size",
     "normalise_embed",
     "split_text",
@@ -92,12 +98,45 @@ def _cut(value: str, limit: int) -> str:
     return value if len(value) <= limit else value[: max(limit - 1, 0)] + _ELLIPSIS
 
 
+def _valid(text: str, path: str) -> str:
+    try:
+        return check_text(text, path)
+    except InvalidTextError as exc:
+        raise InvalidMessageError(str(exc)) from None
+
+
 def _string(value: Any, path: str, *, required: bool = False) -> str:
     if not isinstance(value, str):
         raise InvalidMessageError(f"{path} must be a string")
     if required and not value.strip():
         raise InvalidMessageError(f"{path} must not be empty")
-    return value
+    return _valid(value, path)
+
+
+def check_value(value: Any, path: str) -> None:
+    """Refuse (:class:`InvalidMessageError`, naming the path) anything that is not JSON
+    made of valid Unicode text and finite numbers, at any depth (walked without recursion).
+    """
+    stack: list[tuple[Any, str]] = [(value, path)]
+    while stack:
+        item, where = stack.pop()
+        if item is None or isinstance(item, bool | int):
+            continue
+        if isinstance(item, str):
+            _valid(item, where)
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                raise InvalidMessageError(f"{where} must be a finite number, not {item}")
+        elif isinstance(item, Mapping):
+            for key, sub in item.items():
+                if not isinstance(key, str):
+                    raise InvalidMessageError(f"{where} has a key that is not a string")
+                _valid(key, f"a key of {where}")
+                stack.append((sub, f"{where}.{clip(key, 40)}"))
+        elif isinstance(item, list | tuple):
+            stack.extend((sub, f"{where}[{i}]") for i, sub in enumerate(item))
+        else:
+            raise InvalidMessageError(f"{where} is not a JSON value ({type(item).__name__})")
 
 
 def _object(value: Any, path: str) -> dict[str, Any]:
@@ -115,6 +154,7 @@ def _url_object(value: Any, path: str) -> dict[str, Any]:
 def normalise_embed(raw: Any, path: str = "embed") -> dict[str, Any]:
     """Check one embed's types and cut it to Discord's per-embed limits (a new dict)."""
     embed = _object(raw, path)
+    check_value(embed, path)
     unknown = sorted(set(embed) - _EMBED_KEYS)
     if unknown:
         raise InvalidMessageError(f"{path} has an unknown key {unknown[0]!r}")

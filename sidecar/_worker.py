@@ -11,6 +11,14 @@ proactively when a response says ``X-RateLimit-Remaining: 0``, for
 a capped exponential backoff with jitter; other 4xx -> ``dead`` plus an incident (rule
 ``delivery``, severity ``error``) in the same transaction.
 
+Poison. A message that fails for its own reasons, whatever Discord would say (any
+exception while building or sending *its* request that is not a transport or Discord
+error: text that cannot be encoded, a body that cannot be serialised, a stored payload
+that cannot be read back), is dead-lettered at once with a ``delivery`` incident, so it
+never holds up the messages behind it; ``harness messages retry ID`` puts it back.
+Trouble with the database itself is not the message's fault: the worker logs it, waits
+``poll_s`` and tries again, the message untouched.
+
 Duplicates. Channel messages (bot token) are exactly-once: each row carries a
 deterministic ``nonce`` sent with ``enforce_nonce: true``, and Discord answers a repeated
 nonce (within a few minutes) with the message it already created instead of a new one,
@@ -35,11 +43,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import httpx
 from sqlmodel import Session
 
-from memory import Store
+from memory import Store, clean_text, json_safe, one_line
 from mistakes import record_incident
 
 from ._discord import DiscordClient, DiscordConfig, Sent
-from ._errors import DeliveryError, RateLimitedError, RejectedError
+from ._errors import DeliveryError, RateLimitedError, RejectedError, UnreadableMessageError
 from ._outbox import (
     OutboxMessage,
     claim_next,
@@ -205,7 +213,11 @@ class DeliveryWorker:
             await self._sleep(blocked - now)
             return True
         self._wake.clear()
-        message = await asyncio.to_thread(self._claim, now)
+        try:
+            message = await asyncio.to_thread(self._claim, now)
+        except UnreadableMessageError as exc:
+            await asyncio.to_thread(self._poisoned, exc.message_id, None, 0, exc)
+            return True
         if message is None:
             return False
         assert message.id is not None
@@ -232,6 +244,8 @@ class DeliveryWorker:
                 delay,
             )
             await asyncio.to_thread(self._retry, message, delay, str(exc))
+        except Exception as exc:  # the message's own fault: it would fail every time
+            await asyncio.to_thread(self._poisoned, message.id, message.kind, message.attempts, exc)
         else:
             await asyncio.to_thread(self._sent, message, sent)
         return True
@@ -286,6 +300,31 @@ class DeliveryWorker:
                 )
                 self._auth_reported = True
 
+    def _poisoned(self, message_id: int, kind: str | None, attempts: int, exc: Exception) -> None:
+        """Dead-letter a message that cannot be sent at all, with an incident."""
+        reason = one_line(clean_text(f"{type(exc).__name__}: {exc}"), 300)
+        log.error("outbox message %d cannot be sent, dead-lettered: %s", message_id, reason)
+        with self.store.write() as session:
+            mark_dead(session=session, message_id=message_id, error=reason)
+            record_incident(
+                session=session,
+                rule="delivery",
+                severity="error",
+                summary=f"outbox message {message_id} cannot be sent: {reason}",
+                evidence=json_safe(
+                    {
+                        "outbox_id": message_id,
+                        "kind": kind,
+                        "error": type(exc).__name__,
+                        "attempts": attempts + 1,
+                    }
+                ),
+                action=(
+                    "dead-lettered; later messages continue "
+                    f"(`harness messages retry {message_id}` to send it again)"
+                ),
+            )
+
     def _dead(self, message: OutboxMessage, exc: RejectedError) -> None:
         assert message.id is not None
         log.error("outbox message %d dead-lettered: %s", message.id, exc)
@@ -295,19 +334,21 @@ class DeliveryWorker:
 
 
 def _record(session: Session, message: OutboxMessage, exc: RejectedError) -> None:
-    detail = exc.discord_message or "no message"
+    detail = one_line(clean_text(exc.discord_message), 300) or "no message"
     record_incident(
         session=session,
         rule="delivery",
         severity="error",
         summary=f"Discord refused outbox message {message.id}: {exc.status} {detail}",
-        evidence={
-            "status": exc.status,
-            "code": exc.code,
-            "discord_message": exc.discord_message,
-            "outbox_id": message.id,
-            "kind": message.kind,
-            "attempts": message.attempts + 1,
-        },
+        evidence=json_safe(
+            {
+                "status": exc.status,
+                "code": exc.code,
+                "discord_message": exc.discord_message,
+                "outbox_id": message.id,
+                "kind": message.kind,
+                "attempts": message.attempts + 1,
+            }
+        ),
         action="dead-lettered; later messages continue",
     )
