@@ -6,7 +6,9 @@ into events (metric lines, probe samples, ticks, the process exiting, an abort r
 and carries out the actions it returns (terminate the tree, record an incident, send an
 alert, finish the run).
 
-States handled here: ``running -> aborting -> aborted`` and ``running -> succeeded |
+Every event is data from the job or the OS and is not trusted: no value in a metrics
+line, however odd (huge integers, non-finite numbers, very long text), makes ``handle``
+raise. States handled here: ``running -> aborting -> aborted`` and ``running -> succeeded |
 failed``. The earlier states (queued, preflight, starting) and ``lost`` belong to the
 shell, which decides them before or instead of a machine.
 """
@@ -18,13 +20,14 @@ import signal
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 from harness.core.rules import (
     Finding,
     GateResult,
     UtilSample,
     check_gates,
+    check_metrics_file,
     check_nonfinite,
     check_ram,
     check_stall,
@@ -32,7 +35,7 @@ from harness.core.rules import (
 )
 from harness.core.spec import RunSpec
 from harness.core.values import as_float
-from memory import TERMINAL
+from memory import TERMINAL, clip
 
 __all__ = [
     "AbortRequested",
@@ -45,11 +48,14 @@ __all__ = [
     "ProbeSample",
     "RecordIncident",
     "RunMachine",
+    "SupervisionLost",
     "Terminate",
     "Tick",
 ]
 
 _HISTORY = 60  # points kept for trends and sparklines
+_MAX_STEP = 2**63  # a step or total beyond this is not a step count
+_LABEL_CHARS = 64  # a phase or device name reported by the job
 
 
 # -- events -----------------------------------------------------------------------------
@@ -62,6 +68,9 @@ class MetricLines:
     garbage: int = 0
     oversized: int = 0
     first_garbage: str | None = None
+    # what stands where metrics.jsonl should be, when it is not a regular file in the run
+    # dir ("a FIFO", "a symlink to /etc/passwd"); no lines can come from it
+    unreadable: str | None = None
 
 
 @dataclass(frozen=True)
@@ -88,6 +97,7 @@ class Exited:
     t: float
     code: int | None  # None when unknown (a re-adopted job whose exit status was not kept)
     stderr_tail: str = ""
+    vanished: str | None = None  # the run dir's path, when it was gone once the job ended
 
 
 @dataclass(frozen=True)
@@ -97,7 +107,16 @@ class AbortRequested:
     by: str = "user"
 
 
-Event = MetricLines | ProbeSample | Tick | Exited | AbortRequested
+@dataclass(frozen=True)
+class SupervisionLost:
+    """The shell cannot go on supervising (its store has failed too long): stop the job."""
+
+    t: float
+    cause: str  # one line: "the store has failed for 61 s: OperationalError: disk I/O error"
+    evidence: Mapping[str, Any] = field(default_factory=dict)
+
+
+Event = MetricLines | ProbeSample | Tick | Exited | AbortRequested | SupervisionLost
 
 
 # -- actions ----------------------------------------------------------------------------
@@ -209,6 +228,7 @@ class RunMachine:
         self.progress = Progress(device=spec.device, last_line_at=started_at)
         self._samples: deque[UtilSample] = deque()
         self._warned: set[str] = set()
+        self._bad_files: set[str] = set()  # what was found in place of metrics.jsonl
 
     @property
     def done(self) -> bool:
@@ -232,6 +252,14 @@ class RunMachine:
                 "user_abort", "abort", f"abort requested by {event.by}: {event.reason}", {}
             )
             return self._abort(finding, severity="info")
+        if isinstance(event, SupervisionLost):
+            finding = Finding(
+                "supervision",
+                "abort",
+                f"supervision cannot continue: {event.cause}",
+                dict(event.evidence),
+            )
+            return self._abort(finding, severity="error")
         return self._on_exit(event)
 
     # -- observations -----------------------------------------------------------------
@@ -243,6 +271,13 @@ class RunMachine:
             p.last_line_at = ev.t
         p.lines += len(ev.records)
         p.oversized += ev.oversized
+        if ev.unreadable is not None and ev.unreadable not in self._bad_files:
+            self._bad_files.add(ev.unreadable)
+            finding = check_metrics_file(ev.unreadable)
+            actions += [
+                RecordIncident(finding, "warn", "kept watching; the stall rule still applies"),
+                Notify(f"{self.spec.name}: warning: {finding.summary}"),
+            ]
         if ev.garbage or ev.oversized:
             first = not (p.garbage or self._warned & {"garbage"})
             p.garbage += ev.garbage
@@ -264,19 +299,19 @@ class RunMachine:
         event = rec.get("event")
         if event == "start":
             total = rec.get("total_steps")
-            if isinstance(total, int) and not isinstance(total, bool) and total > 0:
+            if _is_count(total) and total > 0:
                 p.total_steps = total
             if isinstance(rec.get("device"), str):
-                p.device = rec["device"]
+                p.device = clip(rec["device"], _LABEL_CHARS)
         elif event == "phase" and isinstance(rec.get("phase"), str):
-            p.phase = rec["phase"]
+            p.phase = clip(rec["phase"], _LABEL_CHARS)
         elif event == "end":
             p.ended = True
             p.final.update({k: v for k, v in rec.items() if k not in ("event", "t")})
         elif event == "controls":
             p.controls.append({k: v for k, v in rec.items() if k != "t"})
         step = rec.get("step")
-        if isinstance(step, int) and not isinstance(step, bool) and event is None:
+        if _is_count(step) and event is None:
             p.step = step
             p.step_times.append((t, step))
         for key, value in rec.items():
@@ -359,6 +394,19 @@ class RunMachine:
             self.status = "aborted"
             summary = f"aborted: {self.abort_reason}"
             return [Finish("aborted", summary, result), Notify(f"{self.spec.name}: {summary}")]
+        if ev.vanished is not None:
+            self.status = "failed"
+            status = "unknown" if ev.code is None else f"was {ev.code}"
+            summary = (
+                f"the run directory {ev.vanished} vanished while the job ran; "
+                f"its exit status {status}"
+            )
+            evidence = {"run_dir": ev.vanished, "exit_code": ev.code}
+            return [
+                RecordIncident(Finding("run_dir", "abort", summary, evidence), "error", "none"),
+                Finish("failed", f"failed: {summary}", result),
+                Notify(f"{self.spec.name}: failed: {summary}"),
+            ]
         clean = ev.code == 0 or (ev.code is None and p.ended)
         if not clean:
             self.status = "failed"
@@ -391,6 +439,11 @@ class RunMachine:
             for r in failed
         ]
         return [*actions, Finish("failed", summary, result), Notify(f"{self.spec.name}: {summary}")]
+
+
+def _is_count(v: Any) -> TypeGuard[int]:
+    """An int (not a bool) small enough to be a step count."""
+    return isinstance(v, int) and not isinstance(v, bool) and -_MAX_STEP < v < _MAX_STEP
 
 
 def _gate_dict(r: GateResult) -> dict[str, Any]:

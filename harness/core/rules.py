@@ -22,6 +22,7 @@ __all__ = [
     "GateResult",
     "UtilSample",
     "check_gates",
+    "check_metrics_file",
     "check_nonfinite",
     "check_ram",
     "check_stall",
@@ -125,6 +126,8 @@ def check_nonfinite(record: Mapping[str, Any], cfg: WatchConfig) -> Finding | No
         value = as_float(record.get(key))
         if value is not None and not math.isfinite(value):
             step = record.get("step")
+            if not isinstance(step, int) or isinstance(step, bool) or abs(step) >= 2**63:
+                step = None  # only a step count is shown and kept, not whatever the line held
             at = f" at step {step}" if step is not None else ""
             return Finding(
                 "nonfinite",
@@ -133,6 +136,21 @@ def check_nonfinite(record: Mapping[str, Any], cfg: WatchConfig) -> Finding | No
                 {"metric": key, "value": str(value), "step": step},
             )
     return None
+
+
+def check_metrics_file(found: str, *, name: str = "metrics.jsonl") -> Finding:
+    """Something other than a regular file in the run dir stands where the metrics go.
+
+    ``found`` is the tailer's description ("a FIFO", "a symlink to /etc/passwd"). Nothing
+    can be read from it, so this warns and the run goes on: if the job really reports
+    nothing, the stall rule ends it as it would any silent job.
+    """
+    return Finding(
+        "metrics_file",
+        "warn",
+        f"{name} is {found}; no metrics are read from it (the stall rule still applies)",
+        {"file": name, "found": found},
+    )
 
 
 def check_stall(last_line_at: float, *, now: float, cfg: WatchConfig) -> Finding | None:

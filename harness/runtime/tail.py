@@ -9,7 +9,16 @@ reader never raises on content, because the file is written by arbitrary user co
 - a line longer than ``max_line_bytes`` is skipped and counted without ever holding more
   than ``max_line_bytes + chunk_bytes`` of it in memory, however many calls it spans;
 - a file that shrank, was rewritten in place, deleted or replaced (new inode) is read
-  again from the start, and the batch says so with ``truncated=True``.
+  again from the start, and the batch says so with ``truncated=True``;
+- strings in a record (keys too) are cleaned of lone surrogates (``"\\ud800"`` escapes),
+  which no store or chat accepts; a record nested deeper than ``MAX_DEPTH`` is garbage.
+
+The file and its directory are the job's, so they are not trusted either. Only a regular
+file inside the run directory is read: it is checked with ``lstat`` before it is opened
+(a FIFO, socket or device is never opened, so nothing can block), opened with
+``O_NONBLOCK | O_NOFOLLOW`` and checked again with ``fstat``. Anything else (a FIFO, a
+symlink, a directory, a file whose directory resolves outside the run directory, an I/O
+error) reads as no lines, and the batch names what was found in ``unreadable``.
 
 :attr:`MetricsTail.offset` is the end of the last complete line consumed, so a restarted
 supervisor can resume with ``MetricsTail(path, offset=saved)``. While an oversized line is
@@ -18,17 +27,30 @@ being skipped the offset stays at its start; resuming there skips (and counts) i
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from memory import clip
+from memory import clean_text, clip
 
-__all__ = ["MetricsTail", "TailBatch"]
+__all__ = ["MAX_DEPTH", "MetricsTail", "TailBatch"]
 
 EXCERPT_CHARS = 120
+MAX_DEPTH = 32  # nesting of a record's values; deeper is garbage (metrics are flat)
+_OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")  # the only way one gets into a str
+_KINDS = (
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISDIR, "a directory"),
+)
 
 
 @dataclass
@@ -40,6 +62,9 @@ class TailBatch:
     oversized: int = 0
     first_garbage: str | None = None
     truncated: bool = False
+    # what stands where the file should be when it is not a regular file in the run dir:
+    # "a FIFO", "a symlink to /etc/passwd", "unreadable: Permission denied", ...
+    unreadable: str | None = None
 
 
 def _excerpt(line: bytes) -> str:
@@ -47,6 +72,41 @@ def _excerpt(line: bytes) -> str:
     text = line[: EXCERPT_CHARS * 4].decode("utf-8", errors="backslashreplace")
     printable = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
     return clip(printable, EXCERPT_CHARS)
+
+
+def _shown(path: str) -> str:
+    """A path for a message: surrogate-escaped bytes replaced, clipped."""
+    return clip(clean_text(path), 200)
+
+
+def _kind(mode: int) -> str | None:
+    """What a file of this mode is, for a message; None for a regular file."""
+    if stat.S_ISREG(mode):
+        return None
+    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
+
+
+class _TooDeep(Exception):
+    pass
+
+
+def _clean(value: Any, depth: int = 0) -> Any:
+    """``value`` with every string (keys too) cleaned; _TooDeep past ``MAX_DEPTH``."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, dict | list):
+        if depth >= MAX_DEPTH:
+            raise _TooDeep
+        if isinstance(value, list):
+            return [_clean(v, depth + 1) for v in value]
+        return {clean_text(k): _clean(v, depth + 1) for k, v in value.items()}
+    return value
+
+
+def _needs_cleaning(line: bytes) -> bool:
+    """Whether a parsed line may hold a lone surrogate or nest too deep (cheap, no parse)."""
+    deep = line.count(b"[") + line.count(b"{") > MAX_DEPTH
+    return deep or _SURROGATE_ESCAPE.search(line) is not None
 
 
 class MetricsTail:
@@ -59,6 +119,7 @@ class MetricsTail:
         max_line_bytes: int = 1 << 20,
         chunk_bytes: int = 1 << 16,
         offset: int = 0,
+        root: Path | None = None,
     ) -> None:
         if max_line_bytes < 1:
             raise ValueError(f"max_line_bytes must be >= 1, got {max_line_bytes}")
@@ -67,6 +128,8 @@ class MetricsTail:
         if offset < 0:
             raise ValueError(f"offset must be >= 0, got {offset}")
         self.path = Path(path)
+        # the run dir: the file's directory must still resolve here when it is read
+        self._root = os.path.realpath(self.path.parent if root is None else root)
         self._max = max_line_bytes
         self._chunk = chunk_bytes
         self._offset = offset  # end of the last complete line consumed
@@ -81,37 +144,81 @@ class MetricsTail:
         return self._offset
 
     def read_new(self) -> TailBatch:
-        """Read the complete lines appended since the last call.
+        """Read the complete lines appended since the last call; never raises.
 
-        A missing file gives an empty batch. Raises OSError only for I/O errors other than
-        a missing file (for example a permission error); never for the file's content.
+        A missing file gives an empty batch. Anything but a regular file inside the run
+        directory, or an I/O error, gives an empty batch whose ``unreadable`` says what
+        was found; once a regular file is back it is read from its start.
         """
         batch = TailBatch()
         try:
-            fd = os.open(self.path, os.O_RDONLY)
-        except (FileNotFoundError, NotADirectoryError):
-            if self._file_id is not None:  # it was there: whatever comes next is a new file
-                if self._read_pos:
-                    self._restart(batch)
-                self._file_id = None
-            return batch
-        try:
-            st = os.fstat(fd)
-            file_id = (st.st_dev, st.st_ino)
-            if self._replaced(fd, file_id, st.st_size):
-                self._restart(batch)
-            self._file_id = file_id
-            end = st.st_size  # bound the work of one call even if the job keeps writing
-            while self._read_pos < end:
-                data = os.pread(fd, min(self._chunk, end - self._read_pos), self._read_pos)
-                if not data:
-                    break
-                self._consume(data, batch)
-        finally:
-            os.close(fd)
+            fd = self._open(batch)
+            if fd is None:
+                self._lost(batch)
+                return batch
+            try:
+                self._read(fd, batch)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            batch.unreadable = f"unreadable: {exc.strerror or exc}"
+            self._lost(batch)
         return batch
 
     # -- internals -------------------------------------------------------------------
+
+    def _open(self, batch: TailBatch) -> int | None:
+        """A descriptor on the file when it is a regular file in the run dir, else None."""
+        try:
+            st = os.lstat(self.path)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if stat.S_ISLNK(st.st_mode):
+            batch.unreadable = f"a symlink to {_shown(os.readlink(self.path))}"
+            return None
+        batch.unreadable = _kind(st.st_mode)
+        if batch.unreadable is None:
+            where = os.path.realpath(self.path.parent)
+            if where != self._root:
+                batch.unreadable = (
+                    f"outside the run directory (its folder resolves to {_shown(where)})"
+                )
+        if batch.unreadable is not None:
+            return None
+        try:
+            fd = os.open(self.path, _OPEN_FLAGS)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:  # a symlink put there since the lstat
+                raise
+            batch.unreadable = "a symlink"
+            return None
+        batch.unreadable = _kind(os.fstat(fd).st_mode)  # replaced since the lstat
+        if batch.unreadable is not None:
+            os.close(fd)
+            return None
+        return fd
+
+    def _lost(self, batch: TailBatch) -> None:
+        """The file is not there to read: whatever comes next is a new file."""
+        if self._file_id is not None:
+            if self._read_pos:
+                self._restart(batch)
+            self._file_id = None
+
+    def _read(self, fd: int, batch: TailBatch) -> None:
+        st = os.fstat(fd)
+        file_id = (st.st_dev, st.st_ino)
+        if self._replaced(fd, file_id, st.st_size):
+            self._restart(batch)
+        self._file_id = file_id
+        end = st.st_size  # bound the work of one call even if the job keeps writing
+        while self._read_pos < end:
+            data = os.pread(fd, min(self._chunk, end - self._read_pos), self._read_pos)
+            if not data:
+                break
+            self._consume(data, batch)
 
     def _replaced(self, fd: int, file_id: tuple[int, int], size: int) -> bool:
         """Whether the file is no longer the one (or the version) read so far."""
@@ -172,8 +279,11 @@ class MetricsTail:
         except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
             obj = None
         if isinstance(obj, dict):
-            batch.records.append(obj)
-            return
+            try:
+                batch.records.append(_clean(obj) if _needs_cleaning(line) else obj)
+                return
+            except _TooDeep:
+                pass
         batch.garbage += 1
         if batch.first_garbage is None:
             batch.first_garbage = _excerpt(line)

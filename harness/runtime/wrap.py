@@ -33,12 +33,16 @@ def read_exit(run_dir: Path) -> int | None:
 
 
 def _write(path: str, code: int) -> None:
+    """Keep the status; when the run dir is gone (the job removed it) say so and go on."""
     tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump({"code": code, "t": time.time()}, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump({"code": code, "t": time.time()}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:  # our exit status (the command's) still tells the supervisor
+        print(f"harness: cannot write {path}: {exc.strerror or exc}", file=sys.stderr)
 
 
 def main(argv: list[str]) -> int:

@@ -8,17 +8,24 @@ mistake id and numbers, and that no process is left behind.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import sqlite3
+import stat
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
-from sqlmodel import select
+from sqlmodel import Session, select
 
 from harness.core.spec import apply_overrides
 from harness.errors import LaunchRefused
+from harness.runtime.guard import GuardConfig
+from harness.runtime.probes import CpuProbe
 from harness.runtime.procs import MARKER_ENV
 from harness.runtime.specs import load_spec
 from harness.runtime.supervisor import Supervisor
@@ -383,3 +390,241 @@ async def test_a_job_never_sees_the_discord_secrets(
     assert "HARNESS_RUN_ID" in seen and "HARNESS_METRICS" in seen
     assert "HARNESS_DISCORD_TOKEN" not in seen and "HARNESS_DISCORD_WEBHOOK_URL" not in seen
     assert run.status == "succeeded"
+
+
+# -- hostile input and a failing store (issue 10) ----------------------------------------
+
+
+def _strict(text: str) -> object:
+    """``text`` parsed as strict JSON: NaN and Infinity are refused, as other readers do."""
+
+    def refuse(token: str) -> object:
+        raise ValueError(f"not strict JSON: {token}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def _raw_row(store: Store, run_id: str) -> tuple[str, str, str]:
+    with sqlite3.connect(store.path) as db:
+        row = db.execute(
+            "SELECT progress, result, spec FROM run WHERE id = ?", (run_id,)
+        ).fetchone()
+    assert row is not None
+    return row
+
+
+def _fallback(run: Run) -> list[dict[str, Any]]:
+    text = (Path(run.run_dir) / "supervisor-fallback.jsonl").read_text(encoding="utf-8")
+    return [_strict(line) for line in text.splitlines()]  # type: ignore[misc]
+
+
+class FlakyStore:
+    """The store's writes refuse (as a full disk does) while ``failing`` is set."""
+
+    def __init__(self, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.real = store.write
+        self.failing = False
+        self.refused = 0
+        monkeypatch.setattr(store, "write", self.write)
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[Session]:
+        if self.failing:
+            self.refused += 1
+            raise sqlite3.OperationalError("database or disk is full")
+        with self.real() as s:
+            yield s
+
+
+async def test_metric_of_1e999_and_lone_surrogates_are_stored_and_inf_loss_aborts(
+    sup: Supervisor, store: Store, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_id = await sup.launch(make_spec(job("hostile_metrics.py")))
+    run = await finish(sup, run_id)
+
+    assert run.status == "aborted", run.summary
+    assert run.summary == "aborted: loss is inf at step 3"
+    (inc,) = incidents(store, run_id)
+    assert inc.rule == "nonfinite" and inc.evidence["value"] == "inf"
+    inf_line = _metric_lines(run)[-1]
+    assert isinstance(inf_line["t"], float)
+    assert 0 <= inc.ts - inf_line["t"] < 1.0  # the usual window
+    progress, result, _spec = (_strict(text) for text in _raw_row(store, run_id))
+    assert isinstance(progress, dict) and isinstance(result, dict)
+    assert progress["lines"] == 0  # saved at the start; the last progress is in the result
+    metrics = result["progress"]["metrics"]
+    assert metrics["big"] == "inf"  # kept as text: strict JSON, and still a number to us
+    assert metrics["\ufffdkey"] == 2.5  # the key's lone surrogate replaced
+    assert result["final"]["loss"] == "inf"
+    assert not (Path(run.run_dir) / "supervisor-fallback.jsonl").exists()
+    assert "harness:" not in capsys.readouterr().err  # nothing degraded
+    assert stat.S_IMODE(os.stat(run.run_dir).st_mode) == 0o700  # private run dir
+
+
+async def test_fifo_in_place_of_the_metrics_file_is_an_incident_and_the_stall_rule_fires(
+    sup: Supervisor, store: Store
+) -> None:
+    stall = 1.5
+    run_id = await sup.launch(make_spec(job("bad_metrics.py", "fifo"), watch={"stall_s": stall}))
+    run = await finish(sup, run_id)  # a blocking open of the FIFO would hang here
+
+    assert run.status == "aborted", run.summary
+    assert stat.S_ISFIFO(os.lstat(Path(run.run_dir) / "metrics.jsonl").st_mode)
+    by_rule = {i.rule: i for i in incidents(store, run_id)}
+    assert sorted(by_rule) == ["metrics_file", "stall"]
+    found, stalled = by_rule["metrics_file"], by_rule["stall"]
+    assert found.severity == "warn" and found.ts < stalled.ts
+    assert found.summary == (
+        "metrics.jsonl is a FIFO; no metrics are read from it (the stall rule still applies)"
+    )
+    assert stalled.rule == "stall" and stalled.evidence["silent_s"] > stall
+
+
+async def test_symlink_out_of_the_run_dir_is_not_read_and_abort_still_works(
+    sup: Supervisor, store: Store
+) -> None:
+    run_id = await sup.launch(make_spec(job("bad_metrics.py", "symlink", "/etc/passwd")))
+    await await_for(
+        lambda: any(i.rule == "metrics_file" for i in incidents(store, run_id)), what="incident"
+    )
+    await sup.request_abort(run_id, "test: enough", by="test")
+    run = await finish(sup, run_id)
+
+    assert run.status == "aborted", run.summary
+    found = next(i for i in incidents(store, run_id) if i.rule == "metrics_file")
+    assert found.summary.startswith("metrics.jsonl is a symlink to /etc/passwd;")
+    assert found.evidence["found"] == "a symlink to /etc/passwd"
+    assert run.result["progress"]["lines"] == 0  # not one line of /etc/passwd was read
+    assert run.result["progress"]["garbage"] == 0
+
+
+async def test_job_that_deletes_its_run_dir_is_reported_as_such_not_as_an_exit_code(
+    sup: Supervisor, store: Store
+) -> None:
+    run_id = await sup.launch(make_spec(job("rm_run_dir.py")))
+    run = await finish(sup, run_id)
+
+    assert not Path(run.run_dir).exists()
+    assert run.status == "failed"
+    assert run.exit_code == 0
+    assert run.summary == (
+        f"failed: the run directory {run.run_dir} vanished while the job ran; its exit status was 0"
+    )
+    (inc,) = incidents(store, run_id)
+    assert inc.rule == "run_dir" and inc.evidence == {
+        "run_dir": run.run_dir,
+        "exit_code": 0,
+        "mistake_ids": [],
+    }
+
+
+async def test_nan_abort_comes_while_the_store_fails_and_the_row_lands_once_it_is_back(
+    sup: Supervisor,
+    store: Store,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    flaky = FlakyStore(store, monkeypatch)
+    run_id = await sup.launch(make_spec(job("nan_loss.py")))
+    pid = get_run(store, run_id).pid
+    assert pid is not None
+    flaky.failing = True
+
+    run = await finish(sup, run_id)  # what the supervisor knows: the store has none of it
+
+    assert run.status == "aborted", run.summary
+    assert run.summary == "aborted: loss is nan at step 5"
+    assert gone(pid)
+    assert get_run(store, run_id).status == "running"  # the store still refuses
+    kept = _fallback(run)
+    (inc,) = [k for k in kept if k["what"] == "record an incident"]
+    assert inc["record"]["rule"] == "nonfinite"
+    assert inc["error"] == "OperationalError: database or disk is full"
+    nan_line = next(r for r in _metric_lines(run) if r.get("loss") == "nan")
+    assert 0 <= inc["record"]["ts"] - nan_line["t"] < 1.0  # decided in the usual window
+    err = capsys.readouterr().err
+    assert f"harness: run {run_id}: could not " in err
+    assert " in the store: OperationalError: database or disk is full; kept in " in err
+    assert len(err.splitlines()) == 1, err  # rate-limited: not one line per failed write
+
+    flaky.failing = False
+    await await_for(
+        lambda: get_run(store, run_id).status == "aborted", timeout=20, what="the final row"
+    )
+    stored = get_run(store, run_id)
+    assert stored.summary == run.summary and stored.exit_code == run.exit_code
+    assert "recorded after all" in capsys.readouterr().err
+
+
+async def test_abort_from_this_process_works_while_the_store_fails(
+    sup: Supervisor, store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ready, ckpt = tmp_path / "ready", tmp_path / "ckpt"
+    flaky = FlakyStore(store, monkeypatch)
+    run_id = await sup.launch(make_spec(job("steady.py", "--ready", ready, "--checkpoint", ckpt)))
+    await await_for(ready.exists, what="job ready")
+    flaky.failing = True
+
+    await sup.request_abort(run_id, "Ctrl-C at the terminal", by="terminal")  # no raise
+    run = await finish(sup, run_id)
+
+    assert run.status == "aborted", run.summary
+    assert run.summary == "aborted: abort requested by terminal: Ctrl-C at the terminal"
+    assert ckpt.read_text().startswith("step ")  # SIGINT first: the job could checkpoint
+    assert flaky.refused > 0
+
+
+async def test_store_failing_past_the_bound_stops_the_job_gracefully_with_the_reason(
+    sup: Supervisor,
+    store: Store,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    sup.guard = GuardConfig(give_up_s=1.0, backoff_s=0.01)
+    ready, ckpt = tmp_path / "ready", tmp_path / "ckpt"
+    flaky = FlakyStore(store, monkeypatch)
+    run_id = await sup.launch(make_spec(job("steady.py", "--ready", ready, "--checkpoint", ckpt)))
+    await await_for(ready.exists, what="job ready")
+    flaky.failing = True
+
+    run = await finish(sup, run_id)
+
+    assert run.status == "aborted", run.summary
+    assert run.summary.startswith(
+        f"aborted: supervision cannot continue: the store {store.path} has failed for "
+    )
+    assert run.summary.endswith(" s (limit 1 s)")
+    assert ckpt.read_text().startswith("step ")  # stopped gracefully: SIGINT first
+    reasons = [k for k in _fallback(run) if k["what"] == "stopping the job"]
+    assert len(reasons) == 1 and reasons[0]["error"] in run.summary
+    assert f"run {run_id}: stopping the job: the store {store.path} has failed" in (
+        capsys.readouterr().err
+    )
+    flaky.failing = False
+    await await_for(lambda: get_run(store, run_id).status == "aborted", timeout=20, what="row")
+    assert get_run(store, run_id).summary == run.summary
+
+
+async def test_an_iteration_that_raises_is_logged_once_and_watching_goes_on(
+    sup: Supervisor,
+    store: Store,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    def boom(self: CpuProbe) -> None:
+        raise RuntimeError("probe exploded")
+
+    monkeypatch.setattr(CpuProbe, "sample", boom)
+    spec = make_spec(
+        job("steady.py", "--seconds", 1.5, "--end", "score=1"), gates={"score": ">= 0.9"}
+    )
+    run = await finish(sup, await sup.launch(spec))
+
+    assert run.status == "succeeded", run.summary
+    logged = [r for r in caplog.records if r.name == "harness.supervisor"]
+    assert len(logged) == 1 and "RuntimeError: probe exploded" in logged[0].getMessage()
+    err = capsys.readouterr().err
+    assert err.count("an error in the watch loop: RuntimeError: probe exploded") == 1
+    assert len(_fallback(run)) >= 3  # every failed iteration is kept, one line each

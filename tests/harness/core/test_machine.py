@@ -18,6 +18,7 @@ from harness.core.machine import (
     ProbeSample,
     RecordIncident,
     RunMachine,
+    SupervisionLost,
     Terminate,
     Tick,
 )
@@ -391,3 +392,87 @@ def test_controls_reports_are_kept() -> None:
     m = make()
     m.handle(lines(101.0, {"event": "controls", "applied": {"lr": 0.01}}))
     assert m.progress.controls == [{"event": "controls", "applied": {"lr": 0.01}}]
+
+
+# -- untrusted metrics file and run dir, supervision lost (issue 10) ----------------------
+
+
+def test_an_unreadable_metrics_file_is_one_incident_per_kind_and_the_stall_rule_fires() -> None:
+    m = make()
+    acts = m.handle(MetricLines(101.0, [], unreadable="a FIFO"))
+    assert kinds(acts) == ["RecordIncident", "Notify"]
+    incident = acts[0]
+    assert isinstance(incident, RecordIncident)
+    assert incident.finding.rule == "metrics_file" and incident.severity == "warn"
+    assert incident.finding.evidence == {"file": "metrics.jsonl", "found": "a FIFO"}
+    assert "metrics.jsonl is a FIFO" in only(acts, Notify)[0].text
+    assert m.handle(MetricLines(102.0, [], unreadable="a FIFO")) == []  # said once
+    other = m.handle(MetricLines(103.0, [], unreadable="a symlink to /etc/passwd"))
+    assert kinds(other) == ["RecordIncident", "Notify"]  # something else: said again
+    assert m.status == "running"
+    stall = m.handle(Tick(131.0))  # 30 s after launch with no line: the usual stall
+    assert kinds(stall) == ["RecordIncident", "Notify", "Terminate"]
+    assert only(stall, RecordIncident)[0].finding.rule == "stall"
+
+
+def test_a_vanished_run_dir_fails_as_what_it_is_not_as_an_exit_code() -> None:
+    m = make()
+    train(m, 103.0)
+    acts = m.handle(Exited(104.0, 0, "", vanished="/state/runs/r1"))
+    assert kinds(acts) == ["RecordIncident", "Finish", "Notify"]
+    incident, finish = acts[0], acts[1]
+    assert isinstance(incident, RecordIncident) and isinstance(finish, Finish)
+    summary = "the run directory /state/runs/r1 vanished while the job ran; its exit status was 0"
+    assert incident.finding.rule == "run_dir" and incident.finding.summary == summary
+    assert finish.status == "failed" and finish.summary == f"failed: {summary}"
+    assert finish.result["exit_code"] == 0
+    unknown = make().handle(Exited(104.0, None, vanished="/d"))[1]
+    assert isinstance(unknown, Finish) and unknown.summary.endswith("its exit status unknown")
+
+
+def test_a_run_being_aborted_stays_aborted_when_its_dir_vanished() -> None:
+    m = make()
+    m.handle(AbortRequested(101.0, "stop"))
+    (finish, _) = m.handle(Exited(102.0, 0, vanished="/d"))
+    assert isinstance(finish, Finish) and finish.status == "aborted"
+
+
+def test_supervision_lost_stops_the_job_with_the_cause() -> None:
+    m = make()
+    cause = "the store /s/harness.db has failed for 61 s (limit 60 s)"
+    acts = m.handle(SupervisionLost(101.0, cause, {"failing_s": 61.0}))
+    assert kinds(acts) == ["RecordIncident", "Notify", "Terminate"]
+    incident = acts[0]
+    assert isinstance(incident, RecordIncident)
+    assert incident.finding.rule == "supervision" and incident.severity == "error"
+    assert incident.finding.summary == f"supervision cannot continue: {cause}"
+    assert incident.finding.evidence == {"failing_s": 61.0}
+    assert m.handle(SupervisionLost(102.0, cause)) == []  # once
+    finish = m.handle(Exited(103.0, 0))[0]
+    assert isinstance(finish, Finish) and finish.status == "aborted"
+    assert finish.summary == f"aborted: supervision cannot continue: {cause}"
+
+
+def test_absurd_values_in_lines_never_raise() -> None:
+    m = make()
+    huge = 10**4000
+    acts = m.handle(
+        lines(
+            101.0,
+            {"event": "start", "total_steps": huge, "device": "x" * 10_000},
+            {"event": "phase", "phase": "p" * 10_000},
+            {"step": 1, "loss": 0.5},
+            {"step": 2**80, "grad_norm": [1, {"a": None}]},
+            {"step": 3, "loss": 0.4},
+            {"step": huge, "loss": huge},
+        )
+    )
+    assert kinds(acts) == ["RecordIncident", "Notify", "Terminate"]  # the huge loss is inf
+    finding = only(acts, RecordIncident)[0].finding
+    assert finding.summary == "loss is inf"  # a step that is no step count is not shown
+    assert finding.evidence["step"] is None
+    p = m.progress
+    assert p.total_steps is None
+    assert len(p.device) == 64 and len(p.phase) == 64
+    assert p.step == 3  # neither 2**80 nor the huge one was taken as a step
+    assert p.snapshot()["metrics"]["loss"] == math.inf

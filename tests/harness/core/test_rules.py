@@ -11,6 +11,7 @@ import pytest
 from harness.core.rules import (
     UtilSample,
     check_gates,
+    check_metrics_file,
     check_nonfinite,
     check_ram,
     check_stall,
@@ -161,11 +162,32 @@ def test_a_huge_integer_loss_is_infinite_not_a_crash() -> None:
     assert f.summary == "loss is inf at step 3"
 
 
+@pytest.mark.parametrize("step", ["x" * 100_000, [1, 2], 2**80, True, 1.5])
+def test_a_step_that_is_not_a_step_count_is_neither_shown_nor_kept(step: Any) -> None:
+    f = check_nonfinite({"step": step, "loss": "nan"}, CFG)
+    assert f is not None
+    assert f.summary == "loss is nan"
+    assert f.evidence["step"] is None
+
+
 def test_nonfinite_warn_mode_warns() -> None:
     f = check_nonfinite({"loss": "nan"}, WatchConfig(nonfinite="warn"))
     assert f is not None
     assert f.level == "warn"
     assert f.summary == "loss is nan"
+
+
+# -- the metrics file --------------------------------------------------------------------
+
+
+def test_metrics_file_that_is_not_a_regular_file_warns_with_what_was_found() -> None:
+    f = check_metrics_file("a symlink to /etc/passwd")
+    assert f.rule == "metrics_file" and f.level == "warn"
+    assert f.summary == (
+        "metrics.jsonl is a symlink to /etc/passwd; no metrics are read from it "
+        "(the stall rule still applies)"
+    )
+    assert f.evidence == {"file": "metrics.jsonl", "found": "a symlink to /etc/passwd"}
 
 
 # -- stall --------------------------------------------------------------------------------

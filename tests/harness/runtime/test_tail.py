@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
+import socket
+import stat
 import tempfile
 import tracemalloc
 from pathlib import Path
@@ -16,7 +19,7 @@ from hypothesis import strategies as st
 
 from harness.core.values import as_float
 from harness.job import Reporter
-from harness.runtime.tail import MetricsTail, TailBatch
+from harness.runtime.tail import MAX_DEPTH, MetricsTail, TailBatch
 
 
 def line(obj: dict[str, Any]) -> bytes:
@@ -351,3 +354,116 @@ def test_any_split_of_a_valid_stream_yields_the_records_in_order(
 
     assert got == records
     assert tail.offset == len(stream)
+
+
+# -- an untrusted file and run dir (issue 10) ------------------------------------------
+
+
+def test_lone_surrogates_in_values_and_keys_are_replaced(metrics: Path) -> None:
+    append(metrics, b'{"note": "a \\ud800 b", "\\udfffk": ["\\ud83d"], "ok": "\\ud83d\\ude00"}\n')
+
+    (record,) = MetricsTail(metrics).read_new().records
+
+    assert record == {"note": "a \ufffd b", "\ufffdk": ["\ufffd"], "ok": "\U0001f600"}
+    json.dumps(record).encode("utf-8")  # every encoder accepts it now
+
+
+def test_1e999_is_infinity_and_a_record(metrics: Path) -> None:
+    append(metrics, b'{"step": 1, "loss": 1e999, "big": -1e999}\n')
+
+    (record,) = MetricsTail(metrics).read_new().records
+
+    assert record["loss"] == math.inf and record["big"] == -math.inf
+
+
+def test_record_nested_past_max_depth_is_garbage(metrics: Path) -> None:
+    ok = {"v": json.loads("[" * (MAX_DEPTH - 1) + "]" * (MAX_DEPTH - 1))}
+    too_deep = {"v": json.loads("[" * MAX_DEPTH + "]" * MAX_DEPTH)}
+    append(metrics, line(ok) + line(too_deep))
+
+    batch = MetricsTail(metrics).read_new()
+
+    assert batch.records == [ok]
+    assert batch.garbage == 1
+
+
+def test_fifo_is_never_opened_and_reported(metrics: Path) -> None:
+    os.mkfifo(metrics)  # nobody writes it: a blocking open would hang this test
+    tail = MetricsTail(metrics)
+
+    batch = tail.read_new()
+
+    assert batch == TailBatch(unreadable="a FIFO")
+
+
+def test_socket_directory_and_device_are_reported(tmp_path: Path) -> None:
+    sock_path = tmp_path / "sock" / "metrics.jsonl"
+    sock_path.parent.mkdir()
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(sock_path))
+        assert MetricsTail(sock_path).read_new().unreadable == "a socket"
+    folder = tmp_path / "dir" / "metrics.jsonl"
+    folder.mkdir(parents=True)
+    assert MetricsTail(folder).read_new().unreadable == "a directory"
+    if os.geteuid() == 0:  # only root may make a device node
+        dev = tmp_path / "dev" / "metrics.jsonl"
+        dev.parent.mkdir()
+        os.mknod(dev, 0o600 | stat.S_IFCHR, os.makedev(1, 3))  # /dev/null's numbers
+        assert MetricsTail(dev).read_new().unreadable == "a character device"
+
+
+def test_symlink_is_not_followed_even_to_a_real_file(tmp_path: Path) -> None:
+    secret = tmp_path / "secret.jsonl"
+    secret.write_bytes(line({"step": 1, "leaked": True}))
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "metrics.jsonl").symlink_to(secret)
+
+    batch = MetricsTail(run_dir / "metrics.jsonl").read_new()
+
+    assert batch.records == []
+    assert batch.unreadable == f"a symlink to {secret}"
+
+
+def test_run_dir_swapped_for_a_symlink_elsewhere_is_outside(tmp_path: Path) -> None:
+    run_dir, elsewhere = tmp_path / "run", tmp_path / "elsewhere"
+    run_dir.mkdir()
+    elsewhere.mkdir()
+    (elsewhere / "metrics.jsonl").write_bytes(line({"step": 1}))
+    tail = MetricsTail(run_dir / "metrics.jsonl", root=run_dir)
+    run_dir.rmdir()
+    run_dir.symlink_to(elsewhere)
+
+    batch = tail.read_new()
+
+    assert batch.records == []
+    assert batch.unreadable == (
+        f"outside the run directory (its folder resolves to {elsewhere.resolve()})"
+    )
+
+
+def test_a_regular_file_back_in_place_is_read_from_its_start(metrics: Path) -> None:
+    append(metrics, line({"step": 0}))
+    tail = MetricsTail(metrics)
+    assert tail.read_new().records == [{"step": 0}]
+    metrics.unlink()
+    os.mkfifo(metrics)
+    assert tail.read_new() == TailBatch(truncated=True, unreadable="a FIFO")
+    metrics.unlink()
+    append(metrics, line({"step": 0}) + line({"step": 1}))
+
+    assert tail.read_new() == TailBatch(records=[{"step": 0}, {"step": 1}])
+
+
+def test_an_io_error_is_reported_not_raised(metrics: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    append(metrics, line({"step": 0}))
+    real_pread = os.pread
+
+    def failing_pread(fd: int, n: int, offset: int) -> bytes:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "pread", failing_pread)
+    tail = MetricsTail(metrics)
+    assert tail.read_new() == TailBatch(unreadable="unreadable: Input/output error")
+    monkeypatch.setattr(os, "pread", real_pread)
+    assert tail.read_new().records == [{"step": 0}]

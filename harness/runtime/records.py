@@ -1,0 +1,152 @@
+"""What the supervision path writes to the store, as plain functions of the store.
+
+Each runs in a worker thread through the run's :class:`~harness.runtime.guard.RunWriter`,
+so a test can drive them directly with whatever a job may report. Each makes its values
+strict JSON first (:func:`stored`: non-finite numbers as ``"nan"``/``"inf"``, text cleaned
+of lone surrogates), so a metric of ``1e999`` or a ``"\\ud800"`` in a metrics line never
+reaches SQLite, which would refuse the whole write.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import mistakes as ml
+from harness.core.machine import RunMachine
+from harness.core.rules import Finding
+from harness.runtime.procs import ProcRecord
+from memory import Run, Store, clean_text, json_safe, pending_abort, register_process
+
+__all__ = [
+    "final_row",
+    "finish_run",
+    "incident_record",
+    "insert_run",
+    "mark_started",
+    "progress_fields",
+    "read_abort",
+    "record_finding",
+    "set_fields",
+    "stored",
+]
+
+
+def stored(value: Any) -> Any:
+    """``value`` as the store keeps it: strict JSON, non-finite numbers as ``"nan"``/``"inf"``."""
+    return json_safe(value, nonfinite="text")
+
+
+def insert_run(store: Store, row: Run) -> None:
+    with store.write() as s:
+        s.add(row)
+
+
+def set_fields(store: Store, run_id: str, fields: Mapping[str, Any]) -> None:
+    """Set columns of the run's row (values made storable); nothing for an unknown run."""
+    with store.write() as s:
+        row = s.get(Run, run_id)
+        if row is None:
+            return
+        for key, value in fields.items():
+            setattr(row, key, stored(value))
+        s.add(row)
+
+
+def mark_started(store: Store, run_id: str, rec: ProcRecord, started: float) -> None:
+    with store.write() as s:
+        row = s.get(Run, run_id)
+        if row is None:
+            return
+        row.status, row.started_at = "running", started
+        row.pid, row.create_time = rec.pid, rec.create_time
+        register_process(session=s, run_id=run_id, pid=rec.pid, create_time=rec.create_time)
+        s.add(row)
+
+
+def finish_run(
+    store: Store,
+    run_id: str,
+    status: str,
+    summary: str,
+    result: Mapping[str, Any],
+    code: int | None,
+    ended: float,
+) -> Run | None:
+    """Write how the run ended; the row as stored, or None for an unknown run."""
+    with store.write() as s:
+        row = s.get(Run, run_id)
+        if row is None:
+            return None
+        row.status, row.summary, row.ended_at = status, clean_text(summary), ended
+        row.result, row.exit_code = stored({**(row.result or {}), **result}), code
+        s.add(row)
+        return row
+
+
+def record_finding(
+    store: Store,
+    run_id: str | None,
+    finding: Finding,
+    severity: str,
+    action: str,
+    *,
+    ts: float | None = None,
+) -> int:
+    """Store ``finding`` as an incident of the run (evidence made storable); its id."""
+    ids = finding.mistake_ids
+    with store.write() as s:
+        row = ml.record_incident(
+            session=s,
+            rule=finding.rule,
+            summary=clean_text(finding.summary) or finding.rule,
+            run_id=run_id,
+            mistake_id=ids[0] if ids else None,
+            severity=severity,
+            evidence=stored({**finding.evidence, "mistake_ids": list(ids)}),
+            action=clean_text(action),
+            ts=ts,
+        )
+        return row.id or 0
+
+
+def read_abort(store: Store, run_id: str) -> tuple[str, str] | None:
+    with store.read() as s:
+        return pending_abort(session=s, run_id=run_id)
+
+
+def progress_fields(machine: RunMachine, *, at: float) -> dict[str, Any]:
+    """What a progress write puts on the row; taken on the loop (the machine moves on)."""
+    return {
+        "progress": machine.progress.snapshot(),
+        "progress_at": at,
+        "status": "aborting" if machine.status == "aborting" else "running",
+    }
+
+
+def incident_record(finding: Finding, severity: str, action: str, ts: float) -> dict[str, Any]:
+    """The incident as the fallback file keeps it when the store refuses it."""
+    return {
+        "ts": ts,
+        "rule": finding.rule,
+        "summary": finding.summary,
+        "severity": severity,
+        "action": action,
+        "evidence": finding.evidence,
+    }
+
+
+def final_row(
+    known: Run, status: str, summary: str, result: Mapping[str, Any], code: int | None
+) -> Run:
+    """The final row as it would have been stored, built from what this process knows."""
+    data = known.model_dump()
+    data.update(
+        status=status,
+        summary=clean_text(summary),
+        ended_at=time.time(),
+        exit_code=code,
+        result=stored({**(known.result or {}), **result}),
+    )
+    return Run(**data)
