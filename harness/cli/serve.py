@@ -1,4 +1,4 @@
-"""``harness serve | send | messages | heartbeat | token``."""
+"""``harness serve | send | messages [retry|drop] | heartbeat | token``."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import asyncio
 import logging
 import sys
 import time
+from typing import Any
 
 from harness.cli.common import emit_json, fmt_time, settings_for, store_for
 from harness.cli.exits import EXIT_FAILURE, EXIT_OK
@@ -14,8 +15,18 @@ from harness.daemon.client import DaemonClient
 from harness.daemon.serve import daemon_info, serve_forever
 from harness.daemon.service import Service
 from harness.errors import UsageError
-from memory import one_line
-from sidecar import enqueue, list_messages, load_or_create_token
+from memory import InvalidTextError, check_text, clean_text, json_safe, one_line
+from sidecar import (
+    RateLimitFilter,
+    drop_messages,
+    enqueue,
+    list_messages,
+    load_or_create_token,
+    retry_messages,
+)
+
+#: a storm of one server error is logged once per this many seconds, with a count
+LOG_EVERY_S = 60.0
 
 
 def _echo(text: str, alert: bool) -> None:
@@ -29,6 +40,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RateLimitFilter(LOG_EVERY_S))
     try:
         return asyncio.run(serve_forever(settings, echo=_echo))
     except OSError as exc:
@@ -44,11 +57,25 @@ def cmd_token(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _stdin_text() -> str:
+    """All of stdin as text; InvalidTextError (exit 2) when it is not UTF-8."""
+    raw = sys.stdin.buffer.read()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidTextError(
+            f"stdin is not UTF-8 text: byte 0x{raw[exc.start]:02x} at offset {exc.start}"
+        ) from None
+
+
 def cmd_send(args: argparse.Namespace) -> int:
+    """Queue text for Discord, through the daemon when one runs (retried safely), else
+    straight into the outbox. Text that is not valid Unicode is refused (exit 2)."""
     settings = settings_for(args)
     text = " ".join(args.text)
     if text == "-":
-        text = sys.stdin.read()
+        text = _stdin_text()
+    check_text(text, "the message")
     if not text.strip():
         raise UsageError("nothing to send: the text is empty")
     info = daemon_info(settings.paths.home)
@@ -67,27 +94,59 @@ def cmd_send(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _shown(text: Any, limit: int) -> str:
+    """Stored text as one printable line: never a lone surrogate (stdout would refuse it)."""
+    return one_line(clean_text(str(text)), limit)
+
+
+def _message_line(m: dict[str, Any]) -> str:
+    """One row of `harness messages`, whatever the stored row holds."""
+    raw = m.get("payload")
+    payload: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    text = payload.get("content") or ""
+    embeds = payload.get("embeds")
+    if not text and isinstance(embeds, list) and embeds and isinstance(embeds[0], dict):
+        text = f"[embed] {embeds[0].get('title', '')}: {embeds[0].get('description', '')}"
+    err = ""
+    if m.get("last_error") and m.get("state") != "sent":
+        err = f"  ({_shown(m['last_error'], 200)})"
+    return (
+        f"#{m.get('id')!s:<5} {fmt_time(m.get('created_at'))} {_shown(m.get('state'), 8):<8} "
+        f"{_shown(m.get('kind'), 9):<9} {_shown(text, 90)}{err}"
+    )
+
+
 def cmd_messages(args: argparse.Namespace) -> int:
     state = "dead" if args.dead else args.state
     with store_for(args) as store, store.read() as s:
         rows = list_messages(session=s, state=state, limit=args.limit)
         data = [m.model_dump() for m in rows]
     if args.json:
-        emit_json(data)
+        emit_json(json_safe(data))
         return EXIT_OK
     if not data:
         print("no messages")
     for m in data:
-        payload = m.get("payload") or {}
-        text = payload.get("content") or ""
-        if not text and payload.get("embeds"):
-            embed = payload["embeds"][0]
-            text = f"[embed] {embed.get('title', '')}: {embed.get('description', '')}"
-        err = f"  ({m['last_error']})" if m.get("last_error") and m["state"] != "sent" else ""
-        print(
-            f"#{m['id']:<5} {fmt_time(m.get('created_at'))} {m['state']:<8} {m['kind']:<9} "
-            f"{one_line(str(text), 90)}{err}"
-        )
+        print(_message_line(m))
+    return EXIT_OK
+
+
+def cmd_messages_retry(args: argparse.Namespace) -> int:
+    """Dead messages back to pending, attempts reset; each keeps its place by id (it goes
+    out before every message queued after it). A running daemon picks them up on its
+    next poll. Unknown id, or a message that is not dead: exit 1, nothing changed."""
+    with store_for(args) as store, store.write() as s:
+        ids = retry_messages(session=s, ids=args.ids)
+    print(f"message {', '.join(map(str, ids))} queued again")
+    return EXIT_OK
+
+
+def cmd_messages_drop(args: argparse.Namespace) -> int:
+    """Give up on pending or dead messages (dead, "dropped by terminal"). A sent one, one
+    being sent, or an unknown id: exit 1, nothing changed."""
+    with store_for(args) as store, store.write() as s:
+        ids = drop_messages(session=s, ids=args.ids, by="terminal")
+    print(f"message {', '.join(map(str, ids))} dropped")
     return EXIT_OK
 
 

@@ -3,7 +3,9 @@
 ``sidecar`` knows nothing about runs; this module adds ``GET/POST /runs``,
 ``GET /runs/{id}``, ``POST /runs/{id}/abort``, ``POST /runs/{id}/controls``,
 ``GET /mistakes?q=`` and ``POST /heartbeat`` to its app, behind the same bearer token,
-and (:func:`add_memory_routes`) ``GET /inbox`` and ``GET /brief``.
+and (:func:`add_memory_routes`) ``GET /inbox`` and ``GET /brief``. Every answer is strict
+JSON (``sidecar.json_ok``): a run aborted for a NaN loss shows ``null``, never ``NaN``.
+A blank or unknown run id is 404.
 """
 
 from __future__ import annotations
@@ -28,7 +30,15 @@ from memory import (
     mark_read,
     unread_inbox,
 )
-from sidecar import STORE_KEY, create_app, json_error, load_or_create_token, read_json, serve
+from sidecar import (
+    STORE_KEY,
+    create_app,
+    json_error,
+    json_ok,
+    load_or_create_token,
+    read_json,
+    serve,
+)
 
 if TYPE_CHECKING:
     from harness.daemon.service import Service
@@ -63,7 +73,7 @@ async def _list(request: web.Request) -> web.Response:
         with service.store.read() as s:
             return [r.model_dump() for r in list_runs(session=s, limit=100, active_only=active)]
 
-    return web.json_response({"runs": await asyncio.to_thread(rows)})
+    return json_ok({"runs": await asyncio.to_thread(rows)})
 
 
 async def _launch(request: web.Request) -> web.Response:
@@ -95,14 +105,14 @@ async def _launch(request: web.Request) -> web.Response:
         return json_error(422, str(exc))
     except SpecError as exc:
         return json_error(400, str(exc))
-    return web.json_response({"id": run_id}, status=201)
+    return json_ok({"id": run_id}, status=201)
 
 
 async def _get(request: web.Request) -> web.Response:
     run = await _run_or_404(request)
     if isinstance(run, web.Response):
         return run
-    return web.json_response(run.model_dump())
+    return json_ok(run.model_dump())
 
 
 async def _abort(request: web.Request) -> web.Response:
@@ -110,15 +120,19 @@ async def _abort(request: web.Request) -> web.Response:
     if isinstance(run, web.Response):
         return run
     body = await read_json(request) if request.can_read_body else {}
-    reason = body.get("reason") if isinstance(body, dict) else None
+    if not isinstance(body, dict):
+        return json_error(400, 'expected a JSON object, e.g. {"reason": "loss is flat"}')
+    reason, by = body.get("reason"), body.get("by")
     if reason is not None and not isinstance(reason, str):
         return json_error(400, "reason must be a string")
+    if by is not None and not isinstance(by, str):
+        return json_error(400, "by must be a string")
     if run.status in TERMINAL:
         return json_error(409, f"run {run.id} is already {run.status}")
     await _service(request).supervisor.request_abort(
-        run.id, reason or "requested through the API", by=str(body.get("by") or "api")
+        run.id, reason or "requested through the API", by=by or "api"
     )
-    return web.json_response({"id": run.id, "status": "aborting"}, status=202)
+    return json_ok({"id": run.id, "status": "aborting"}, status=202)
 
 
 async def _controls(request: web.Request) -> web.Response:
@@ -134,7 +148,7 @@ async def _controls(request: web.Request) -> web.Response:
         merged = await asyncio.to_thread(update_controls, run.run_dir, body)
     except ControlsError as exc:
         return json_error(400, str(exc))
-    return web.json_response({"id": run.id, "controls": merged})
+    return json_ok({"id": run.id, "controls": merged})
 
 
 async def _mistakes(request: web.Request) -> web.Response:
@@ -145,12 +159,12 @@ async def _mistakes(request: web.Request) -> web.Response:
         with service.store.read() as s:
             return [h.as_dict() for h in ml.search(session=s, query=query)]
 
-    return web.json_response({"hits": await asyncio.to_thread(hits)})
+    return json_ok({"hits": await asyncio.to_thread(hits)})
 
 
 async def _heartbeat(request: web.Request) -> web.Response:
     view = await _service(request).heartbeat()
-    return web.json_response({"health": view.health, "text": view.text})
+    return json_ok({"health": view.health, "text": view.text})
 
 
 def _read_inbox(store: Store) -> list[dict[str, Any]]:
@@ -164,7 +178,7 @@ def _read_inbox(store: Store) -> list[dict[str, Any]]:
 async def _inbox(request: web.Request) -> web.Response:
     """The unread inbox notes (Discord ``/tell``), marked read by this call."""
     notes = await asyncio.to_thread(_read_inbox, request.app[STORE_KEY])
-    return web.json_response({"notes": notes})
+    return json_ok({"notes": notes})
 
 
 async def _brief(request: web.Request) -> web.Response:
@@ -187,10 +201,10 @@ async def _brief(request: web.Request) -> web.Response:
     mark = request.query.get("mark") in ("1", "true", "yes")
     brief = await asyncio.to_thread(build_brief, request.app[STORE_KEY], mark=mark)
     if fmt == "hook":
-        return web.json_response(render_hook(brief))
+        return json_ok(render_hook(brief))
     if fmt == "text":
-        return web.json_response({"text": render_text(brief), "sections": brief_sections(brief)})
-    return web.json_response(render_json(brief))
+        return json_ok({"text": render_text(brief), "sections": brief_sections(brief)})
+    return json_ok(render_json(brief))
 
 
 def add_memory_routes(app: web.Application) -> None:

@@ -1,7 +1,15 @@
-"""A small client of the daemon's HTTP API, for the CLI when ``harness serve`` runs."""
+"""A small client of the daemon's HTTP API, for the CLI when ``harness serve`` runs.
+
+Every failure is a :class:`DaemonError` with one line: the daemon unreachable, or the
+``error`` it answered. :meth:`DaemonClient.send` is safe to retry: it sends one
+``Idempotency-Key`` per call and, after a timeout or a broken connection, tries once
+more with the same key, so a message the daemon stored before the answer was lost is
+not stored twice.
+"""
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 import httpx
@@ -13,9 +21,21 @@ __all__ = ["DaemonClient"]
 
 
 class DaemonClient:
-    def __init__(self, info: DaemonInfo, token: str, *, timeout: float = 600.0) -> None:
+    """The daemon at ``info`` with ``token``; ``transport`` replaces httpx's in tests."""
+
+    def __init__(
+        self,
+        info: DaemonInfo,
+        token: str,
+        *,
+        timeout: float = 600.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
         self._http = httpx.Client(
-            base_url=info.url, headers={"Authorization": f"Bearer {token}"}, timeout=timeout
+            base_url=info.url,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=timeout,
+            transport=transport,
         )
 
     def close(self) -> None:
@@ -27,14 +47,25 @@ class DaemonClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _call(self, method: str, path: str, body: Any = None) -> Any:
+    def _call(
+        self, method: str, path: str, body: Any = None, *, headers: dict[str, str] | None = None
+    ) -> Any:
         try:
-            r = self._http.request(method, path, json=body)
+            r = self._http.request(method, path, json=body, headers=headers)
         except httpx.HTTPError as exc:
             raise DaemonError(f"cannot reach harness serve: {exc}") from None
-        data = r.json() if r.content else {}
+        return self._answer(r)
+
+    @staticmethod
+    def _answer(r: httpx.Response) -> Any:
+        """The JSON of a response; DaemonError with the daemon's one line for a 4xx/5xx."""
+        try:
+            data = r.json() if r.content else {}
+        except ValueError:
+            data = {}
         if r.status_code >= 400:
-            raise DaemonError(str(data.get("error", r.text)), status=r.status_code)
+            error = data.get("error") if isinstance(data, dict) else None
+            raise DaemonError(str(error or r.text or r.reason_phrase), status=r.status_code)
         return data
 
     def launch(self, spec: dict[str, Any], source: str) -> str:
@@ -47,8 +78,15 @@ class DaemonClient:
     def abort(self, run_id: str, reason: str) -> None:
         self._call("POST", f"/runs/{run_id}/abort", {"reason": reason, "by": "terminal"})
 
-    def send(self, text: str) -> list[int]:
-        return list(self._call("POST", "/send", {"text": text})["ids"])
+    def send(self, text: str, *, key: str | None = None) -> list[int]:
+        """Queue ``text``; the ids of its rows. Retried once, same key, on a lost answer."""
+        headers = {"Idempotency-Key": key or secrets.token_urlsafe(24)}
+        body = {"text": text}
+        try:
+            r = self._http.post("/send", json=body, headers=headers)
+        except httpx.TransportError:  # a timeout or a broken connection: the answer is lost
+            return list(self._call("POST", "/send", body, headers=headers)["ids"])
+        return list(self._answer(r)["ids"])
 
     def heartbeat(self) -> dict[str, Any]:
         result: dict[str, Any] = self._call("POST", "/heartbeat")

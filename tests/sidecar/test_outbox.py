@@ -11,15 +11,19 @@ from memory import Store
 from mistakes import open_log
 from sidecar import (
     InvalidMessageError,
+    MessageNotFoundError,
+    MessageStateError,
     OutboxMessage,
     claim_next,
     count_by_state,
+    drop_messages,
     enqueue,
     list_messages,
     mark_dead,
     mark_retry,
     mark_sent,
     reset_stuck,
+    retry_messages,
 )
 
 
@@ -126,3 +130,66 @@ def test_ids_and_nonces_are_never_reused_after_rows_are_deleted(store: Store) ->
 
     assert new.id is not None and old.id is not None and new.id > old.id
     assert new.nonce != old.nonce
+
+
+def _states(store: Store) -> dict[int, tuple[str, int, str | None]]:
+    with store.read() as s:
+        return {m.id or 0: (m.state, m.attempts, m.last_error) for m in list_messages(session=s)}
+
+
+def test_a_retried_message_goes_back_to_its_place_in_the_queue(store: Store) -> None:
+    with store.write() as s:
+        [a] = enqueue(session=s, text="a", now=1.0)
+        [b] = enqueue(session=s, text="b", now=1.0)
+        assert a.id is not None and b.id is not None
+        for _ in range(3):
+            mark_retry(session=s, message_id=a.id, delay=0, error="503", now=1.0)
+        mark_dead(session=s, message_id=a.id, error="refused")
+
+    with store.write() as s:
+        assert retry_messages(session=s, ids=[a.id, a.id], now=5.0) == [a.id]
+    assert _states(store)[a.id] == ("pending", 0, None)
+    with store.write() as s:
+        first = claim_next(session=s, now=5.0)
+    assert first is not None and first.id == a.id  # before b, which was queued after it
+
+
+def test_retry_and_drop_are_all_or_nothing(store: Store) -> None:
+    with store.write() as s:
+        [a] = enqueue(session=s, text="a")
+        [b] = enqueue(session=s, text="b")
+        assert a.id is not None and b.id is not None
+        mark_sent(session=s, message_id=a.id, discord_message_id="1")
+    before = _states(store)
+
+    with store.write() as s, pytest.raises(MessageStateError, match="already sent"):
+        drop_messages(session=s, ids=[b.id, a.id], by="terminal")
+    with store.write() as s, pytest.raises(MessageNotFoundError, match="no outbox message 99"):
+        drop_messages(session=s, ids=[b.id, 99], by="terminal")
+    with store.write() as s, pytest.raises(MessageStateError, match="pending, already queued"):
+        retry_messages(session=s, ids=[b.id])
+    with store.write() as s, pytest.raises(MessageStateError, match="already sent"):
+        retry_messages(session=s, ids=[a.id])
+    assert _states(store) == before
+
+    with store.write() as s:
+        assert drop_messages(session=s, ids=[b.id], by="terminal") == [b.id]
+    assert _states(store)[b.id] == ("dead", 0, "dropped by terminal")
+
+
+def test_a_message_in_flight_cannot_be_dropped(store: Store) -> None:
+    with store.write() as s:
+        [a] = enqueue(session=s, text="a")
+        claim_next(session=s)
+        assert a.id is not None
+        with pytest.raises(MessageStateError, match="being sent right now"):
+            drop_messages(session=s, ids=[a.id], by="terminal")
+
+
+def test_error_text_is_stored_as_one_clean_line(store: Store) -> None:
+    with store.write() as s:
+        [a] = enqueue(session=s, text="a")
+        assert a.id is not None
+        mark_retry(session=s, message_id=a.id, delay=0, error="bad \ud800\nnews " + "x" * 900)
+    [(_, _, error)] = _states(store).values()
+    assert error is not None and error.startswith("bad \ufffd news ") and len(error) == 500
