@@ -8,6 +8,7 @@ through the fake's ``/_fake/messages``.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import signal
 import socket
@@ -333,3 +334,85 @@ def test_a_foreground_run_delivers_its_alerts_before_it_exits(tmp_path: Path, fa
         m["content"] for m in fake.messages() if "failed: exit code 3" in (m["content"] or "")
     ]
     assert len(alerts) == 1 and "boom" in alerts[0]
+
+
+def test_poison_and_hostile_input_against_a_real_daemon(tmp_path: Path, fake: Fake) -> None:
+    """Issue 10, classes 1 and 5, end to end: a poison row left in the outbox does not
+    hold up the message behind it, `harness messages` lists it, retry/drop answer with
+    the right exit codes, invalid Unicode and blank run ids are refused, and `harness send`
+    through the daemon stores its message once."""
+    from sidecar._outbox import store_prepared
+
+    home, env, port = make_home(tmp_path, fake)
+    with ml.open_log(home / "harness.db") as store, store.write() as s:
+        [[poison]] = store_prepared(session=s, messages=[("text", [{"content": "bad \ud800"}])])
+        enqueue(session=s, text="poison-test: behind the poison")
+    daemon = Daemon(home, env, port).start()
+    try:
+        wait_for(lambda: _contents(fake, "poison-test"), 30, "the message behind the poison")
+        listed = daemon.harness("messages")
+        assert listed.returncode == 0, listed.stderr
+        assert f"#{poison}" in listed.stdout and "dead" in listed.stdout
+        assert "UnicodeEncodeError" in listed.stdout
+        with ml.open_log(home / "harness.db") as store, store.read() as s:
+            assert any(f"message {poison}" in i.summary for i in ml.list_incidents(session=s))
+
+        sent = daemon.harness("messages", "drop", str(poison + 1))
+        assert sent.returncode == 1 and "already sent" in sent.stderr
+        assert daemon.harness("messages", "retry", "999999").returncode == 1
+        assert daemon.harness("messages", "drop", str(poison)).returncode == 0
+
+        headers = {"Authorization": f"Bearer {daemon.token()}"}
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers) as api:
+            bad = api.post("/send", content=b'{"text": "x \\ud800"}', timeout=30)
+            assert bad.status_code == 400 and "not valid Unicode" in bad.json()["error"]
+            for path in ("/runs/%20/abort", "/runs/%20%20", "/runs/%09/controls"):
+                method = "GET" if path.count("/") == 2 else "POST"
+                r = api.request(method, path, json={"reason": "x"}, timeout=30)
+                assert r.status_code == 404, (path, r.text)
+            r = api.get("/health", headers={"Authorization": "Bearer tökén".encode()}, timeout=30)
+            assert r.status_code == 401
+
+        queued = daemon.harness("send", "poison-test: through the daemon")
+        assert queued.returncode == 0, queued.stderr
+        wait_for(lambda: len(_contents(fake, "poison-test")) == 2, 30, "the sent message")
+    finally:
+        daemon.stop()
+    log = daemon.log.read_text()  # (the bot's own traceback, with no network, is not ours)
+    assert "Error handling request" not in log and "failed unexpectedly" not in log
+    assert f"outbox message {poison} cannot be sent, dead-lettered" in log
+
+
+def strict_json(text: str) -> Any:
+    """``text`` parsed as strict JSON: a bare NaN or Infinity fails the test."""
+    return json.loads(text, parse_constant=lambda c: pytest.fail(f"bare {c} in {text[:200]}"))
+
+
+def test_get_run_after_a_nan_abort_is_strict_json(tmp_path: Path, fake: Fake) -> None:
+    home, env, port = make_home(tmp_path, fake)
+    daemon = Daemon(home, env, port).start()
+    spec = {
+        "name": "nan",
+        "command": [sys.executable, str(ROOT / "tests" / "e2e" / "jobs" / "nan_loss.py")],
+        "device": "cpu",
+        "watch": {"min_ram_free_gb": 0.05, "util_grace_s": 600, "int_grace_s": 1},
+    }
+    run_id = ""
+    try:
+        headers = {"Authorization": f"Bearer {daemon.token()}"}
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers) as api:
+            r = api.post("/runs", json={"spec": spec, "source": "test"}, timeout=60)
+            assert r.status_code == 201, r.text
+            run_id = r.json()["id"]
+
+            def finished() -> str | None:
+                text = api.get(f"/runs/{run_id}", timeout=30).text
+                status = strict_json(text)["status"]
+                return text if status not in ("running", "aborting", "starting") else None
+
+            assert "aborted" in strict_json(wait_for(finished, 60, "the NaN abort"))["status"]
+            strict_json(api.get("/runs", timeout=30).text)
+    finally:
+        daemon.stop()
+        if run_id:
+            _kill_marked(run_id)
