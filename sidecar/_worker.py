@@ -16,8 +16,11 @@ exception while building or sending *its* request that is not a transport or Dis
 error: text that cannot be encoded, a body that cannot be serialised, a stored payload
 that cannot be read back), is dead-lettered at once with a ``delivery`` incident, so it
 never holds up the messages behind it; ``harness messages retry ID`` puts it back.
-Trouble with the database itself is not the message's fault: the worker logs it, waits
-``poll_s`` and tries again, the message untouched.
+Trouble with the database itself (:class:`memory.StoreError`: locked, full, read-only)
+is not the message's fault: the worker logs it, waits ``poll_s`` and tries again, the
+message untouched. Any other unexpected failure is counted against the message at the
+head of the queue; after :data:`MAX_STRIKES` in a row with the same head, that message
+is taken to be the cause and dead-lettered the same way, so no row can loop for ever.
 
 Duplicates. Channel messages (bot token) are exactly-once: each row carries a
 deterministic ``nonce`` sent with ``enforce_nonce: true``, and Discord answers a repeated
@@ -43,13 +46,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import httpx
 from sqlmodel import Session
 
-from memory import Store, clean_text, json_safe, one_line
+from memory import Store, StoreError, clean_text, json_safe, one_line
 from mistakes import record_incident
 
 from ._discord import DiscordClient, DiscordConfig, Sent
 from ._errors import DeliveryError, RateLimitedError, RejectedError, UnreadableMessageError
 from ._outbox import (
     OutboxMessage,
+    _head,
     claim_next,
     has_undelivered,
     mark_dead,
@@ -70,6 +74,8 @@ Sleep = Callable[[float], Awaitable[None]]
 #: statuses that mean our credentials are wrong, not the message
 AUTH_STATUSES = (401, 403)
 AUTH_RETRY_S = 300.0
+#: unexpected failures in a row with one message at the head before it is dead-lettered
+MAX_STRIKES = 3
 
 
 class DeliveryWorker:
@@ -100,6 +106,7 @@ class DeliveryWorker:
         self._client: DiscordClient | None = None
         self._busy = False
         self._auth_reported = False
+        self._strikes: tuple[int, int] | None = None  # (head id, failures in a row)
 
     def __repr__(self) -> str:
         return f"DeliveryWorker({self.store!r}, mode={self.config.mode!r})"
@@ -131,9 +138,11 @@ class DeliveryWorker:
                             log.info("outbox: resending %d message(s) left in flight", reset)
                     if not await self._step():
                         await self._idle()
-                except Exception:  # the worker must outlive a bad moment (a locked DB, ...)
+                except Exception as exc:  # the worker must outlive a bad moment (a locked DB)
                     log.exception("outbox delivery failed unexpectedly; retrying")
                     needs_reset = True
+                    if not isinstance(exc, StoreError):
+                        await asyncio.to_thread(self._strike, exc)
                     await self._sleep(self.config.poll_s)
 
     async def drain(self, timeout: float) -> bool:
@@ -248,7 +257,24 @@ class DeliveryWorker:
             await asyncio.to_thread(self._poisoned, message.id, message.kind, message.attempts, exc)
         else:
             await asyncio.to_thread(self._sent, message, sent)
+        self._strikes = None
         return True
+
+    def _strike(self, exc: Exception) -> None:
+        """Count an unexpected failure against the head; dead-letter it at MAX_STRIKES."""
+        try:
+            with self.store.read() as session:
+                head = _head(session)
+            if head is None:
+                return
+            head_id = head[0]
+            count = self._strikes[1] + 1 if self._strikes and self._strikes[0] == head_id else 1
+            self._strikes = (head_id, count)
+            if count >= MAX_STRIKES:
+                self._strikes = None
+                self._poisoned(head_id, None, count - 1, exc)
+        except Exception:
+            log.exception("outbox: could not set aside the message that keeps failing")
 
     def _backoff(self, attempts: int) -> float:
         """Capped exponential, with "equal jitter": half fixed, half random."""

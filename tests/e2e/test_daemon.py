@@ -370,7 +370,7 @@ def test_poison_and_hostile_input_against_a_real_daemon(tmp_path: Path, fake: Fa
                 method = "GET" if path.count("/") == 2 else "POST"
                 r = api.request(method, path, json={"reason": "x"}, timeout=30)
                 assert r.status_code == 404, (path, r.text)
-            r = api.get("/health", headers={"Authorization": "Bearer tökén".encode()}, timeout=30)
+            r = api.get("/health", headers={b"Authorization": "Bearer tökén".encode()}, timeout=30)
             assert r.status_code == 401
 
         queued = daemon.harness("send", "poison-test: through the daemon")

@@ -8,6 +8,7 @@ with an incident while the messages behind it go out.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -185,3 +186,39 @@ async def test_poison_left_from_before_a_restart_does_not_block_the_next_worker(
     assert await worker(store, fake).drain(timeout=10)
 
     assert [m.content for m in fake.messages] == ["new"]
+
+
+async def test_a_row_that_keeps_failing_after_the_send_is_set_aside(
+    store: Store, fake: FakeDiscord, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fault no one foresaw, on one row, after Discord accepted it: the worker survives,
+    and after MAX_STRIKES the row is dead-lettered instead of being resent for ever."""
+    import sidecar._worker as worker_module
+
+    real_mark_sent = worker_module.mark_sent
+    with store.write() as s:
+        [cursed] = enqueue(session=s, text="cursed")
+        enqueue(session=s, text="later")
+
+    def mark_sent(*, session: Any, message_id: int, **kw: Any) -> Any:
+        if message_id == cursed.id:
+            raise RuntimeError("an unforeseen fault on this row")
+        return real_mark_sent(session=session, message_id=message_id, **kw)
+
+    monkeypatch.setattr(worker_module, "mark_sent", mark_sent)
+    task = asyncio.create_task(worker(store, fake).run())
+    try:
+        async with asyncio.timeout(15):
+            while "later" not in [m.content for m in fake.messages]:
+                await asyncio.sleep(0.05)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    assert cursed.id is not None
+    row = rows(store)[cursed.id]
+    assert row.state == "dead" and "an unforeseen fault" in (row.last_error or "")
+    assert len([r for r in fake.requests if r.status == 200]) == worker_module.MAX_STRIKES + 1
+    with store.read() as s:
+        [incident] = list_incidents(session=s, rule="delivery")
+    assert f"outbox message {cursed.id} cannot be sent" in incident.summary
