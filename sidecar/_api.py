@@ -362,7 +362,7 @@ def create_app(
 ) -> web.Application:
     """The API app. ``wake`` is called (on the loop) after new messages are committed.
 
-    ``limits`` (connections, timeouts, log rate) are applied by :func:`serve`.
+    ``limits`` (connections, idle and body timeouts) are applied by :func:`serve`.
     """
     if len(token) < 16 or not _TOKEN_RE.fullmatch(token):
         raise ValueError("the API token must be at least 16 characters of [A-Za-z0-9_-]")

@@ -384,7 +384,8 @@ def drop_messages(*, session: Session, ids: Sequence[int], by: str) -> list[int]
             )
         if state == "sending":
             raise MessageStateError(
-                f"outbox message {message_id} is being sent right now; it cannot be dropped"
+                f"outbox message {message_id} is being sent (or was when the worker "
+                "stopped); it cannot be dropped until it is sent or back in the queue"
             )
     session.exec(
         update(OutboxMessage)

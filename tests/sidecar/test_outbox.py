@@ -182,7 +182,7 @@ def test_a_message_in_flight_cannot_be_dropped(store: Store) -> None:
         [a] = enqueue(session=s, text="a")
         claim_next(session=s)
         assert a.id is not None
-        with pytest.raises(MessageStateError, match="being sent right now"):
+        with pytest.raises(MessageStateError, match="is being sent"):
             drop_messages(session=s, ids=[a.id], by="terminal")
 
 
