@@ -35,7 +35,15 @@ from typing import Any
 
 from memory import clean_text, dumps_strict, one_line
 
-__all__ = ["FALLBACK_FILE", "GuardConfig", "Outcome", "RunWriter", "describe_error", "say_stderr"]
+__all__ = [
+    "FALLBACK_FILE",
+    "GuardConfig",
+    "Outcome",
+    "RunWriter",
+    "describe_error",
+    "say_stderr",
+    "settled",
+]
 
 FALLBACK_FILE = "supervisor-fallback.jsonl"
 Say = Callable[[str], None]
@@ -75,6 +83,14 @@ def describe_error(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     text = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
     return one_line(clean_text(text), 240)
+
+
+async def settled(future: asyncio.Future[Outcome], timeout: float) -> Outcome:
+    """The write's outcome, or a failure once ``timeout`` passes (the write goes on)."""
+    try:
+        return await asyncio.wait_for(asyncio.shield(future), timeout)
+    except TimeoutError:
+        return Outcome(False, None, f"no answer from the store within {timeout:g} s")
 
 
 def say_stderr(text: str) -> None:
@@ -201,6 +217,11 @@ class RunWriter:
     @property
     def task(self) -> asyncio.Task[None] | None:
         return self._task
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued and nothing being written."""
+        return not self._queue and (self._task is None or self._task.done())
 
     # -- internals --------------------------------------------------------------------
 

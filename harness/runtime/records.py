@@ -9,13 +9,16 @@ reaches SQLite, which would refuse the whole write.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 import mistakes as ml
 from harness.core.machine import RunMachine
 from harness.core.rules import Finding
+from harness.runtime.guard import Outcome, RunWriter
 from harness.runtime.procs import ProcRecord
 from memory import Run, Store, clean_text, json_safe, pending_abort, register_process
 
@@ -30,6 +33,8 @@ __all__ = [
     "record_finding",
     "set_fields",
     "stored",
+    "submit_finish",
+    "submit_incident",
 ]
 
 
@@ -150,3 +155,31 @@ def final_row(
         result=stored({**(known.result or {}), **result}),
     )
     return Run(**data)
+
+
+def submit_incident(
+    writer: RunWriter, store: Store, run_id: str, finding: Finding, severity: str, action: str
+) -> asyncio.Future[Outcome]:
+    """Queue the incident on the run's writer, stamped now (the time of the decision)."""
+    ts = time.time()
+    return writer.submit(
+        "record an incident",
+        partial(record_finding, store, run_id, finding, severity, action, ts=ts),
+        incident_record(finding, severity, action, ts),
+    )
+
+
+def submit_finish(
+    writer: RunWriter,
+    store: Store,
+    run_id: str,
+    status: str,
+    summary: str,
+    result: Mapping[str, Any],
+    code: int | None,
+) -> asyncio.Future[Outcome]:
+    """Queue the final row; retried in the background if the store refuses it for now."""
+    ended = time.time()
+    record = {"status": status, "summary": summary, "result": result, "exit_code": code}
+    fn = partial(finish_run, store, run_id, status, summary, result, code, ended)
+    return writer.submit("record how the run ended", fn, record, persist=True)

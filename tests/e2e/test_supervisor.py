@@ -628,3 +628,23 @@ async def test_an_iteration_that_raises_is_logged_once_and_watching_goes_on(
     err = capsys.readouterr().err
     assert err.count("an error in the watch loop: RuntimeError: probe exploded") == 1
     assert len(_fallback(run)) >= 3  # every failed iteration is kept, one line each
+
+
+async def test_launch_is_refused_in_one_line_when_the_run_cannot_be_recorded(
+    sup: Supervisor, store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    flaky = FlakyStore(store, monkeypatch)
+    flaky.failing = True
+    ran = tmp_path / "ran"
+
+    with pytest.raises(LaunchRefused) as refused:
+        await sup.launch(make_spec(job("steady.py", "--seconds", 0.5, "--touch", ran)))
+
+    assert str(refused.value) == (
+        f"refused: cannot record the run in {store.path}: "
+        "OperationalError: database or disk is full"
+    )
+    assert flaky.refused == 1 + sup.guard.retries  # retried before refusing
+    await asyncio.sleep(0.5)
+    assert not ran.exists()  # nothing runs unrecorded
+    assert sup.running() == []
