@@ -4,6 +4,9 @@ A supervisor records itself (PID and create time) on every run it watches. When 
 dies, the next supervisor to start claims its runs: those whose root process still
 matches (PID, create time, marker) are re-adopted; the others are marked ``lost`` with an
 incident, with the exit status the job's wrapper left in ``exit.json`` when there is one.
+Aborting a run nobody watches goes through its launcher's re-adopted handle, so it stops
+everything the launcher tracks (the run's cgroup, its recorded descendants), not only
+what still carries the run marker.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ from sqlmodel import col, select
 
 import mistakes as ml
 from harness.core.spec import RunSpec
-from harness.runtime import procs
+from harness.runtime import cgroups, procs
+from harness.runtime.launchers import launcher_for
 from memory import ACTIVE, TERMINAL, Run, Store
 
 __all__ = ["abort_unsupervised", "claim_orphans", "recorded_exit", "supervisor_alive"]
@@ -51,6 +55,7 @@ def claim_orphans(store: Store, me: tuple[int, float]) -> list[tuple[Run, bool]]
             if alive:
                 row.supervisor_pid, row.supervisor_create_time = pid, ctime
             else:
+                _release_cgroup(Path(row.run_dir), row.id)
                 code = recorded_exit(Path(row.run_dir))
                 was = row.status
                 row.status, row.ended_at, row.exit_code = "lost", time.time(), code
@@ -74,6 +79,13 @@ def claim_orphans(store: Store, me: tuple[int, float]) -> list[tuple[Run, bool]]
     return out
 
 
+def _release_cgroup(run_dir: Path, run_id: str) -> None:
+    """A dead job's cgroup goes if empty; what it left behind keeps it for the stale sweep."""
+    cgroup = cgroups.read_record(run_dir, run_id)
+    if cgroup is not None and not cgroups.members(cgroup):
+        cgroups.remove(cgroup)
+
+
 def abort_unsupervised(store: Store, run_id: str, reason: str) -> Run | None:
     """Abort a run nobody watches (its supervisor died): signal the tree, mark aborted."""
     with store.read() as s:
@@ -85,9 +97,8 @@ def abort_unsupervised(store: Store, run_id: str, reason: str) -> Run | None:
     if row.pid is not None and row.create_time is not None:
         spec = RunSpec.model_validate(row.spec)
         rec = procs.ProcRecord(row.pid, row.create_time, row.id)
-        procs.terminate_tree(
-            rec, int_grace=spec.watch.int_grace_s, term_grace=spec.watch.term_grace_s
-        )
+        handle = launcher_for(spec.launcher).adopt(rec, Path(row.run_dir))
+        handle.terminate(int_grace=spec.watch.int_grace_s, term_grace=spec.watch.term_grace_s)
     with store.write() as s:
         row = s.get(Run, run_id)
         assert row is not None

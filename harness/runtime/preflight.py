@@ -149,7 +149,7 @@ def preflight_checks(
             ]
             active = {r.id for r in active_runs(session=s)}
     if clean:
-        killed = procs.sweep_stale(records, active_run_ids=active)
+        killed = procs.sweep_stale(records, active_run_ids=active, runs_dir=run_dir.parent)
         survived = [k for k in killed if k.survived]
         text = (
             f"terminated {len(killed)} stale process(es): "

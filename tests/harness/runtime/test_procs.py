@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -16,7 +17,10 @@ import psutil
 import pytest
 
 from harness.errors import SpawnError as ProcError
+from harness.runtime import cgroups
+from harness.runtime.launchers.local import LocalJob, LocalLauncher
 from harness.runtime.procs import (
+    LEDGER_FILE,
     MARKER_ENV,
     ProcRecord,
     is_ours,
@@ -289,3 +293,162 @@ def test_sweep_stale_kills_orphans_of_a_dead_root(jobs: Jobs, tmp_path: Path) ->
 
     assert sorted(k.pid for k in kills) == sorted([pids["child"], pids["grandchild"]])
     assert all(_gone(pid) for pid in pids.values())
+
+
+# -- escapes: a grandchild without the marker, in its own session (M-025) --------------------
+
+MODES = ["cgroup", "fallback"]
+
+
+@dataclass
+class Launched:
+    """Jobs started through the local launcher; kills and removes all of it afterwards."""
+
+    tmp: Path
+    jobs: list[LocalJob] = field(default_factory=list)
+    strays: list[psutil.Process] = field(default_factory=list)
+
+    def start(self, mode: str, argv: Sequence[str]) -> LocalJob:
+        run_id = _new_run_id()
+        run_dir = self.tmp / run_id
+        run_dir.mkdir()
+        launcher = LocalLauncher(use_cgroups=mode == "cgroup")
+        job = launcher.start(argv, run_id=run_id, run_dir=run_dir, cwd=self.tmp, env=BASE_ENV)
+        self.jobs.append(job)
+        if mode == "cgroup" and job.cgroup is None:
+            pytest.skip("no writable cgroup v2 here")
+        return job
+
+    def grandchild(self, pidfile: Path) -> psutil.Process:
+        proc = psutil.Process(_read_pids(pidfile, 1)["grandchild"])
+        self.strays.append(proc)
+        return proc
+
+    def cleanup(self) -> None:
+        for job in self.jobs:
+            if job.cgroup is not None:
+                cgroups.kill(job.cgroup)
+            for proc in [*job.processes(), *self.strays]:
+                with contextlib.suppress(psutil.Error):
+                    proc.kill()
+            if job.popen is not None:
+                if job.popen.poll() is None:
+                    job.popen.kill()
+                job.popen.wait(timeout=10)
+            if job.cgroup is not None:
+                cgroups.remove(job.cgroup, timeout=5.0)
+
+
+@pytest.fixture
+def launched(tmp_path: Path) -> Iterator[Launched]:
+    it = Launched(tmp_path)
+    try:
+        yield it
+    finally:
+        it.cleanup()
+
+
+def _escape_job(tmp_path: Path, mode: str = "fallback") -> tuple[list[str], Path, Path]:
+    """The escaping job. For the cgroup, the hardest case: a double fork, never sampled."""
+    pidfile, release = tmp_path / "pids.txt", tmp_path / "release"
+    fork = "double" if mode == "cgroup" else "single"
+    return (
+        [sys.executable, str(JOBS / "escape.py"), str(pidfile), str(release), fork],
+        pidfile,
+        release,
+    )
+
+
+def _assert_escaped(grandchild: psutil.Process, job: LocalJob) -> None:
+    """The grandchild is out of reach of the marker and the job's session."""
+    _wait_for(lambda: MARKER_ENV not in grandchild.environ())  # after its execve
+    assert os.getsid(grandchild.pid) not in (os.getsid(job.record.pid), os.getsid(0))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_abort_stops_a_grandchild_that_dropped_marker_and_session(
+    mode: str, launched: Launched, tmp_path: Path
+) -> None:
+    argv, pidfile, _ = _escape_job(tmp_path, mode)
+    job = launched.start(mode, argv)
+    grandchild = launched.grandchild(pidfile)
+    _assert_escaped(grandchild, job)
+    if mode == "fallback":
+        assert grandchild.pid in [p.pid for p in job.processes()]  # what the probes sample
+    else:
+        assert grandchild.ppid() != job.record.pid  # reparented: no tree leads to it
+
+    esc = job.terminate(int_grace=0.5, term_grace=0.5)
+
+    assert _gone(grandchild.pid)
+    assert esc.survivors == []
+    assert ("SIGKILL", 1) in esc.signals  # it ignores SIGINT and SIGTERM
+    assert job.poll()[0]
+    if job.cgroup is not None:
+        assert not job.cgroup.exists()  # removed once empty
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_sweep_after_a_run_stops_the_grandchild_it_left(
+    mode: str, launched: Launched, tmp_path: Path
+) -> None:
+    argv, pidfile, release = _escape_job(tmp_path, mode)
+    job = launched.start(mode, argv)
+    grandchild = launched.grandchild(pidfile)
+    _assert_escaped(grandchild, job)
+    if mode == "fallback":
+        job.processes()  # the supervisor samples about once a second while the job runs
+    release.touch()
+    _wait_for(lambda: job.poll()[0])
+    # The run is over; the grandchild lives on, reparented, with no marker, in no session of ours.
+    assert grandchild.is_running() and grandchild.ppid() != job.record.pid
+    assert grandchild.pid not in [p.pid for p in marked_processes(job.record.run_id)]
+
+    kills = sweep_stale(
+        [job.record],
+        active_run_ids=(),
+        runs_dir=job.run_dir.parent,  # as preflight calls it
+        int_grace=0.5,
+        term_grace=0.5,
+        kill_grace=2.0,
+    )
+
+    assert [(k.pid, k.survived) for k in kills] == [(grandchild.pid, False)]
+    assert _gone(grandchild.pid)
+    if job.cgroup is not None:
+        assert not job.cgroup.exists()
+
+
+def test_an_adopted_handle_finds_the_cgroup_of_the_run(launched: Launched, tmp_path: Path) -> None:
+    argv, pidfile, _ = _escape_job(tmp_path, "cgroup")
+    job = launched.start("cgroup", argv)
+    grandchild = launched.grandchild(pidfile)
+    _assert_escaped(grandchild, job)
+    assert (job.run_dir / cgroups.RECORD_FILE).read_text().strip() == str(job.cgroup)
+
+    adopted = LocalLauncher().adopt(job.record, job.run_dir)  # a new supervisor, or `harness abort`
+    esc = adopted.terminate(int_grace=0.5, term_grace=0.5)
+
+    assert adopted.cgroup == job.cgroup
+    assert _gone(grandchild.pid)
+    assert esc.survivors == []
+
+
+def test_fallback_sweep_never_signals_a_stranger_the_ledger_names_wrongly(
+    launched: Launched, jobs: Jobs, tmp_path: Path
+) -> None:
+    argv, pidfile, release = _escape_job(tmp_path)
+    job = launched.start("fallback", argv)
+    job.processes()
+    release.touch()
+    _wait_for(lambda: job.poll()[0])
+    launched.grandchild(pidfile).kill()
+    stranger = jobs.start_unmarked(_sleeper())  # unmarked, own session, never recorded
+    ctime = psutil.Process(stranger.pid).create_time()
+    with open(job.run_dir / LEDGER_FILE, "a") as f:  # its PID, but not its create time
+        f.write(f'{{"pid": {stranger.pid}, "create_time": {ctime - 3.0}}}\n{{"pid": "x"}}\n[[\n')
+
+    kills = sweep_stale([job.record], active_run_ids=(), runs_dir=tmp_path, int_grace=0.5)
+
+    assert stranger.pid not in [k.pid for k in kills]
+    assert stranger.poll() is None
