@@ -17,14 +17,16 @@ import psutil
 import pytest
 
 from harness.errors import SpawnError as ProcError
-from harness.runtime import cgroups
+from harness.runtime import cgroups, procs
 from harness.runtime.launchers.local import LocalJob, LocalLauncher
 from harness.runtime.procs import (
     LEDGER_FILE,
     MARKER_ENV,
+    Ledger,
     ProcRecord,
     is_ours,
     marked_processes,
+    read_ledger,
     spawn,
     sweep_stale,
     terminate_tree,
@@ -417,6 +419,59 @@ def test_sweep_after_a_run_stops_the_grandchild_it_left(
     assert _gone(grandchild.pid)
     if job.cgroup is not None:
         assert not job.cgroup.exists()
+
+
+def test_without_a_cgroup_the_session_finds_a_reparented_grandchild_never_sampled(
+    launched: Launched, tmp_path: Path
+) -> None:
+    pidfile, release = tmp_path / "pids.txt", tmp_path / "release"
+    argv = [sys.executable, str(JOBS / "escape.py"), str(pidfile), str(release), "orphan"]
+    job = launched.start("fallback", argv)
+    grandchild = launched.grandchild(pidfile)
+    _wait_for(lambda: MARKER_ENV not in grandchild.environ())
+    assert grandchild.ppid() != job.record.pid and os.getsid(grandchild.pid) == job.record.pid
+
+    esc = job.terminate(int_grace=0.5, term_grace=0.5)
+
+    assert _gone(grandchild.pid)
+    assert esc.survivors == []
+
+
+def test_the_ledger_keeps_each_descendant_once_and_only_the_living_past_its_bound(
+    tmp_path: Path, jobs: Jobs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(procs, "_LEDGER_COMPACT_AT", 3)
+    path = tmp_path / LEDGER_FILE
+    ledger = Ledger(path)
+    short = [subprocess.Popen([sys.executable, "-c", ""]) for _ in range(3)]
+    dead = [psutil.Process(p.pid) for p in short]
+    for popen in short:
+        popen.wait(timeout=30)
+    live = psutil.Process(jobs.start_unmarked(_sleeper()).pid)
+
+    ledger.note(dead)
+    ledger.note(dead)  # seen already: not written twice
+    assert len(path.read_text().splitlines()) == 3
+    ledger.note([live])  # past the bound: the dead are dropped from the file
+
+    assert read_ledger(path) == {(live.pid, live.create_time())}
+    assert [p.pid for p in Ledger(path).living()] == [live.pid]
+
+
+def test_a_ledger_the_job_broke_or_replaced_by_a_fifo_reads_as_what_is_valid(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / LEDGER_FILE
+    lines = ['{"pid": 7, "create_time": 1.5}', "not json", '{"pid": true, "create_time": 1}']
+    lines += ['{"pid": 8, "create_time": 1e999}', "[" * 100_000, '{"pid": 9}', "[1, 2]"]
+    path.write_text("\n".join(lines) + "\n")
+    assert read_ledger(path) == {(7, 1.5)}
+
+    path.unlink()
+    os.mkfifo(path)  # opening it to read or append would block
+    ledger = Ledger(path)
+    ledger.note([psutil.Process()])
+    assert read_ledger(path) == set()
 
 
 def test_an_adopted_handle_finds_the_cgroup_of_the_run(launched: Launched, tmp_path: Path) -> None:

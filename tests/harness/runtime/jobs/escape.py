@@ -1,10 +1,11 @@
 """A job whose grandchild escapes the run marker and the job's session (mistake M-025).
 
-Usage: escape.py PIDFILE RELEASE [single|double]. The job forks; the child calls
+Usage: escape.py PIDFILE RELEASE [single|double|orphan]. The job forks; the child calls
 os.setsid() and execs Python with an empty environment (so no HARNESS_RUN_ID), which
 ignores SIGINT and SIGTERM, appends "grandchild <pid>" to PIDFILE and sleeps forever. With
 "double" (a daemon's double fork) the child forks once more after setsid() and exits at
-once, so the grandchild is reparented to init before anyone can see it as a descendant.
+once, so the grandchild is reparented to init before anyone can see it as a descendant;
+"orphan" does the same without setsid(), so the grandchild stays in the job's session.
 The job itself waits until the file RELEASE exists, then exits 0 and leaves the
 grandchild behind.
 """
@@ -26,10 +27,12 @@ while True:
 
 def main() -> None:
     pidfile, release = sys.argv[1], sys.argv[2]
-    double = sys.argv[3:] == ["double"]
+    mode = sys.argv[3] if len(sys.argv) > 3 else "single"
+    double = mode in ("double", "orphan")
     child = os.fork()
     if child == 0:
-        os.setsid()
+        if mode != "orphan":
+            os.setsid()
         if double and os.fork() != 0:
             os._exit(0)
         os.execve(sys.executable, [sys.executable, "-c", GRANDCHILD, pidfile], {})
