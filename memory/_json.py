@@ -20,18 +20,23 @@ from typing import Any, Literal
 
 from ._text import clean_text
 
-__all__ = ["dumps_strict", "json_safe", "storable"]
+__all__ = ["MAX_DEPTH", "TOO_DEEP", "dumps_strict", "json_safe", "storable"]
+
+MAX_DEPTH = 64
+TOO_DEEP = "…(nested too deeply)"
 
 
 def _nonfinite_text(value: float) -> str:
     return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
 
 
-def json_safe(value: Any, *, nonfinite: Literal["text", "null"] = "null") -> Any:
+def json_safe(value: Any, *, nonfinite: Literal["text", "null"] = "null", _depth: int = 0) -> Any:
     """A copy of ``value`` that strict JSON can hold (see the module docstring).
 
     Tuples and sets become lists, mapping keys become (clean) strings, numpy and torch
-    scalars become numbers; anything else unknown becomes its ``str``.
+    scalars become numbers; anything else unknown becomes its ``str``. Containers nested
+    deeper than :data:`MAX_DEPTH` are replaced by the text :data:`TOO_DEEP` (so no input
+    can exhaust the stack here, or in ``json.dumps`` after).
     """
     if value is None or isinstance(value, bool | int):
         return value
@@ -41,13 +46,19 @@ def json_safe(value: Any, *, nonfinite: Literal["text", "null"] = "null") -> Any
         return None if nonfinite == "null" else _nonfinite_text(value)
     if isinstance(value, str):
         return clean_text(value)
+    if isinstance(value, Mapping | list | tuple | set | frozenset) and _depth >= MAX_DEPTH:
+        return TOO_DEEP
+    deeper = _depth + 1
     if isinstance(value, Mapping):
-        return {clean_text(str(k)): json_safe(v, nonfinite=nonfinite) for k, v in value.items()}
+        return {
+            clean_text(str(k)): json_safe(v, nonfinite=nonfinite, _depth=deeper)
+            for k, v in value.items()
+        }
     if isinstance(value, list | tuple | set | frozenset):
-        return [json_safe(v, nonfinite=nonfinite) for v in value]
+        return [json_safe(v, nonfinite=nonfinite, _depth=deeper) for v in value]
     item = getattr(value, "item", None)
     if callable(item):  # numpy / torch scalars
-        return json_safe(item(), nonfinite=nonfinite)
+        return json_safe(item(), nonfinite=nonfinite, _depth=deeper)
     return clean_text(str(value))
 
 

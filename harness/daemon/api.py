@@ -227,7 +227,12 @@ def add_run_routes(app: web.Application, service: Service) -> None:
 
 async def start_api(service: Service) -> tuple[web.AppRunner, int]:
     token = await asyncio.to_thread(load_or_create_token, service.settings.paths.home)
-    app = create_app(store=service.store, token=token, wake=service.worker.wake)
+    app = create_app(
+        store=service.store,
+        token=token,
+        wake=service.worker.wake,
+        limits=service.settings.sidecar.limits(),
+    )
     add_run_routes(app, service)
     runner = await serve(app, LOOPBACK, service.settings.sidecar.port)
     port = int(runner.addresses[0][1])

@@ -4,7 +4,9 @@ Sections (each component is handed its own)::
 
     paths       where state lives (not from the file: HARNESS_HOME or the XDG dirs)
     heartbeat   interval_s, misfire_grace_s                      -> the scheduler
-    sidecar     port                                              -> the HTTP API
+    sidecar     port, max_connections, idle_timeout_s,
+                body_timeout_s                                    -> the HTTP API
+    supervisor  store_give_up_s                                   -> the supervisor
     discord     channel_id, api_base, timeout_s                   -> delivery (sidecar)
                 allow_users, allow_roles, read_users, read_roles,
                 guild_id                                          -> the bot
@@ -37,7 +39,7 @@ from harness.core.spec import toml_loads
 from harness.core.values import toml_value
 from harness.errors import ConfigError
 from memory import DB_NAME, clip
-from sidecar import DEFAULT_API_BASE, DiscordConfig
+from sidecar import DEFAULT_API_BASE, ApiLimits, DiscordConfig
 
 if TYPE_CHECKING:  # discord.py is imported only when the bot runs
     from bot import BotConfig
@@ -48,6 +50,7 @@ __all__ = [
     "Paths",
     "Settings",
     "SidecarSection",
+    "SupervisorSection",
     "config_path",
     "load_settings",
     "state_dir",
@@ -122,6 +125,21 @@ class HeartbeatSection(_Section):
 
 class SidecarSection(_Section):
     port: int = Field(7777, ge=0, le=65535)
+    max_connections: int = Field(256, ge=1, le=65536)  # past it, the oldest idle one goes
+    idle_timeout_s: float = Field(15.0, gt=0, le=3600)  # a connection that sends nothing
+    body_timeout_s: float = Field(30.0, gt=0, le=3600)  # a body that never finishes: 408
+
+    def limits(self) -> ApiLimits:
+        return ApiLimits(
+            max_connections=self.max_connections,
+            idle_timeout_s=self.idle_timeout_s,
+            body_timeout_s=self.body_timeout_s,
+        )
+
+
+class SupervisorSection(_Section):
+    #: the store failing this long, with no success between, stops the job gracefully
+    store_give_up_s: float = Field(60.0, gt=0, le=86400)
 
 
 def _snowflakes(value: Any, *, key: str) -> Any:
@@ -183,6 +201,7 @@ class DiscordSection(_Section):
 _SECTIONS: dict[str, type[_Section]] = {
     "heartbeat": HeartbeatSection,
     "sidecar": SidecarSection,
+    "supervisor": SupervisorSection,
     "discord": DiscordSection,
 }
 _SECRET_KEYS = {("discord", "token"), ("discord", "webhook_url")}
@@ -196,6 +215,7 @@ class Settings(BaseModel):
     paths: Paths
     heartbeat: HeartbeatSection = HeartbeatSection()
     sidecar: SidecarSection = SidecarSection()
+    supervisor: SupervisorSection = SupervisorSection()
     discord: DiscordSection = DiscordSection()
     #: dotted key -> where its value came from: "default", the file, "env NAME", "flag --x"
     sources: dict[str, str] = Field(default_factory=dict)

@@ -63,7 +63,7 @@ def daemon_info(state_dir: Path) -> DaemonInfo | None:
 
 @contextlib.contextmanager
 def _lock(state_dir: Path) -> Iterator[IO[str]]:
-    state_dir.mkdir(parents=True, exist_ok=True)
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     f = (state_dir / LOCK_FILE).open("a+")
     try:
         try:

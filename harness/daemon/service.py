@@ -26,10 +26,19 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 import mistakes as ml
 from harness.core.heartbeat import HeartbeatView, build_heartbeat
 from harness.daemon.config import Settings
+from harness.runtime.guard import GuardConfig
 from harness.runtime.probes import read_ram
 from harness.runtime.supervisor import Supervisor
-from memory import Store, active_runs, last_heartbeat, record_heartbeat
-from sidecar import DeliveryWorker, enqueue, has_undelivered
+from memory import (
+    Store,
+    StoreError,
+    active_runs,
+    clean_text,
+    clip,
+    last_heartbeat,
+    record_heartbeat,
+)
+from sidecar import DeliveryWorker, InvalidMessageError, enqueue, has_undelivered
 
 __all__ = ["Echo", "Service"]
 
@@ -56,7 +65,12 @@ class Service:
         self.host_name = host_name or socket.gethostname()
         self.echo: Echo = echo or (lambda text, alert: None)
         self.worker = worker or DeliveryWorker(store, settings.delivery())
-        self.supervisor = Supervisor(store, settings.paths.runs_dir, notify=self.notify)
+        self.supervisor = Supervisor(
+            store,
+            settings.paths.runs_dir,
+            notify=self.notify,
+            guard=GuardConfig(give_up_s=settings.supervisor.store_give_up_s),
+        )
         self.scheduler = AsyncIOScheduler()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._worker_task: asyncio.Task[None] | None = None
@@ -69,7 +83,7 @@ class Service:
                 self.worker.run(), name="outbox delivery"
             )
         self.scheduler.add_job(
-            self.heartbeat,
+            self._scheduled_heartbeat,
             "interval",
             seconds=self.heartbeat_s,
             coalesce=True,
@@ -111,12 +125,23 @@ class Service:
         self.worker.wake()
 
     def notify(self, text: str, alert: bool) -> None:
-        """Called by the supervisor: print at once, queue alerts for Discord at once."""
+        """Called by the supervisor: print at once, queue alerts for Discord at once.
+
+        Never raises, and never leaves a failed task behind: an alert that cannot be
+        queued (the store is failing) has been printed already and is logged once.
+        """
+        text = clean_text(text)
         self.echo(text, alert)
         if alert:
-            task = asyncio.get_running_loop().create_task(self.send(text, kind="alert"))
+            task = asyncio.get_running_loop().create_task(self._queue_alert(text))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    async def _queue_alert(self, text: str) -> None:
+        try:
+            await self.send(text, kind="alert")
+        except (StoreError, InvalidMessageError) as exc:
+            log.warning("an alert could not be queued for Discord (%s): %s", exc, clip(text, 200))
 
     async def flush(self, timeout: float) -> bool:
         """Wait (while the worker delivers) until the outbox is empty; False on timeout."""
@@ -127,8 +152,12 @@ class Service:
         self.worker.wake()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if not await asyncio.to_thread(self._undelivered):
-                return True
+            try:
+                if not await asyncio.to_thread(self._undelivered):
+                    return True
+            except StoreError as exc:
+                log.warning("cannot see the outbox: %s", exc)
+                return False
             await asyncio.sleep(0.2)
         return False
 
@@ -152,6 +181,14 @@ class Service:
                 session=s, text=view.text, health=view.health, payload=view.payload, ts=now
             )
             enqueue(session=s, embeds=[view.embed], kind="heartbeat")
+
+    async def _scheduled_heartbeat(self) -> None:
+        """The scheduler's job: a store that fails costs this heartbeat its record, not
+        the schedule (APScheduler would log a traceback every interval)."""
+        try:
+            await self.heartbeat()
+        except StoreError as exc:
+            self.echo(f"heartbeat not recorded: {exc}", True)
 
     async def heartbeat(self) -> HeartbeatView:
         """Build, store, print and queue one heartbeat."""

@@ -37,3 +37,16 @@ def test_strict_and_storable_json() -> None:
     stored = strict_loads(storable(value))
     assert stored == {"loss": "nan", "up": "inf", "down": "-inf", "t": ["a\ufffd", 1], "2": True}
     assert json_safe({1e999}) == [None]
+
+
+def test_json_safe_never_recurses_without_bound() -> None:
+    deep: list[object] = []
+    node = deep
+    for _ in range(5000):  # deeper than the interpreter's recursion limit
+        node.append([])
+        node = node[0]  # type: ignore[assignment]
+    out = strict_loads(storable({"evidence": deep}))
+    depth, cur = 0, out["evidence"]  # type: ignore[index]
+    while isinstance(cur, list):
+        depth, cur = depth + 1, cur[0]
+    assert cur == "…(nested too deeply)" and depth == 63
