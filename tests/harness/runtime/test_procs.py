@@ -17,13 +17,14 @@ import psutil
 import pytest
 
 from harness.errors import SpawnError as ProcError
-from harness.runtime import cgroups, procs
+from harness.runtime import cgroups
 from harness.runtime.launchers.local import LocalJob, LocalLauncher
 from harness.runtime.procs import (
     LEDGER_FILE,
     MARKER_ENV,
     Ledger,
     ProcRecord,
+    _track,
     is_ours,
     marked_processes,
     read_ledger,
@@ -440,7 +441,7 @@ def test_without_a_cgroup_the_session_finds_a_reparented_grandchild_never_sample
 def test_the_ledger_keeps_each_descendant_once_and_only_the_living_past_its_bound(
     tmp_path: Path, jobs: Jobs, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(procs, "_LEDGER_COMPACT_AT", 3)
+    monkeypatch.setattr(_track, "_LEDGER_COMPACT_AT", 3)
     path = tmp_path / LEDGER_FILE
     ledger = Ledger(path)
     short = [subprocess.Popen([sys.executable, "-c", ""]) for _ in range(3)]
