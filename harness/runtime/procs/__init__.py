@@ -13,8 +13,8 @@ it is proven to be the run's, in one of these ways (and never for its command li
   us have one): a process cannot leave it by dropping its environment, calling
   ``setsid()`` or being reparented, so with a cgroup nothing the job starts escapes;
 - it is in the job's session (the root is a session leader, so the session id is the
-  root's PID) while a recorded process of the run is still in that session: the kernel
-  never reuses a session id that a live process still has, so the session is still ours;
+  root's PID) while the root or another process proven ours is still in that session:
+  the kernel never reuses a session id that a live process still has, so it is still ours;
 - its PID and create time match a recorded descendant: every time the launcher lists
   the job's processes (about once a second, for the probes) it appends each one not
   seen before to ``<run dir>/descendants.jsonl`` (the :class:`Ledger`), and a recorded

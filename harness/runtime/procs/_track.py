@@ -6,7 +6,7 @@ import json
 import math
 import os
 import stat
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,9 +107,14 @@ class Ledger:
         else:
             self._write(new, replace=False)
 
-    def living(self) -> list[psutil.Process]:
-        """The recorded processes still alive with their recorded create time."""
-        return _living(self._seen)
+    def living(self, known: Mapping[int, psutil.Process] | None = None) -> list[psutil.Process]:
+        """The recorded processes still alive with their recorded create time.
+
+        Those already in ``known`` (by PID and create time) are not looked up again.
+        """
+        known = known or {}
+        keys = [k for k in self._seen if k[0] not in known or _key(known[k[0]]) != k]
+        return _living(keys)
 
     def _write(self, keys: Sequence[_Key], *, replace: bool) -> None:
         if self.path is None:
@@ -180,20 +185,21 @@ def _in_session(proc: psutil.Process, sid: int) -> bool:
 def tracked(
     rec: ProcRecord, tracking: Tracking, *, ledger: Ledger | None = None
 ) -> list[psutil.Process]:
-    """Every live process of the run except the marked strays (module doc), no environ read.
+    """Every live process of the run found without scanning environments (package doc).
 
     The root and its descendants, the members of the run's cgroup, the job's session while
-    a recorded process is still in it, and the recorded descendants still alive. ``ledger``
-    is the handle's own (kept in memory); by default the file is read.
+    the root or another process proven ours is still in it, and the recorded descendants still
+    alive. ``ledger`` is the handle's own (kept in memory); by default the file is read.
     """
     found: dict[int, psutil.Process] = {}
     root = root_of(rec)
-    recorded = (ledger or Ledger(tracking.ledger)).living()
     add_new(found, descendants(root))
     if tracking.cgroup is not None:
         add_new(found, cgroup_members(tracking.cgroup))
-    anchors = [root] if root is not None else []
-    if any(_in_session(p, rec.pid) for p in [*anchors, *recorded]):
+    recorded = (ledger or Ledger(tracking.ledger)).living(found)
+    # Any process proven ours that is in the session proves the session is still ours.
+    anchors = [root] if root is not None else [*found.values(), *recorded]
+    if any(_in_session(p, rec.pid) for p in anchors):
         add_new(found, _session_members(rec.pid, rec.create_time))
     add_new(found, recorded)
     found.pop(os.getpid(), None)
