@@ -16,7 +16,12 @@ What :func:`serve` adds to aiohttp, with the numbers in :class:`ApiLimits`:
 
 The connection limit is a wrapper around aiohttp's protocol factory: each accepted
 socket gets a :class:`_Guarded` protocol that asks the :class:`ConnectionBook` for a
-place before it creates aiohttp's own handler and hands everything on to it.
+place before it creates the request handler and hands everything on to it.
+
+That handler (:class:`_JsonErrors`) also answers what aiohttp refuses before our app
+sees it (a malformed request line or header, an oversized header) as the API answers
+everything else: ``{"error": "..."}`` in one line, logged as one warning line, not a
+traceback per request.
 """
 
 from __future__ import annotations
@@ -33,7 +38,10 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
 from yarl import URL
+
+from memory import dumps_strict, one_line
 
 __all__ = ["ApiLimits", "ConnectionBook", "serve"]
 
@@ -122,6 +130,32 @@ class ConnectionBook:
         self._open.pop(conn, None)
 
 
+class _JsonErrors(RequestHandler):
+    """aiohttp's request handler, with its own error answers in the API's JSON shape."""
+
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if status >= 500:
+            self.log_exception("Error handling request from %s", request.remote, exc_info=exc)
+            text = "internal error; see the sidecar log"
+        else:  # the client's fault: one line is enough
+            detail = getattr(exc, "message", None) or message or "bad request"
+            text = f"malformed HTTP request: {one_line(str(detail).splitlines()[0], 200)}"
+            log.warning("%s from %s: %s", status, request.remote, text)
+        if request.writer.output_size > 0:
+            raise ConnectionError("response already started; cannot send the error")
+        resp = web.Response(
+            status=status, text=dumps_strict({"error": text}), content_type="application/json"
+        )
+        resp.force_close()
+        return resp
+
+
 class _Guarded(asyncio.Protocol):
     """One accepted socket: admitted by the book, then served by aiohttp's handler.
 
@@ -130,9 +164,10 @@ class _Guarded(asyncio.Protocol):
     would make the kernel reset the connection before the client saw the answer.
     """
 
-    def __init__(self, book: ConnectionBook, server: web.Server) -> None:
+    def __init__(self, book: ConnectionBook, server: web.Server, options: dict[str, Any]) -> None:
         self._book = book
         self._server = server
+        self._options = options
         self._transport: asyncio.BaseTransport | None = None
         self._linger: asyncio.TimerHandle | None = None
         self.inner: RequestHandler | None = None
@@ -140,7 +175,8 @@ class _Guarded(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport
         if self._book.admit(self):
-            self.inner = self._server()
+            loop = asyncio.get_running_loop()
+            self.inner = _JsonErrors(self._server, loop=loop, **self._options)
             self.inner.connection_made(transport)
             return
         if not isinstance(transport, asyncio.Transport) or self._book.lingering >= self._book.limit:
@@ -188,13 +224,20 @@ class _Guarded(asyncio.Protocol):
 class _GuardedSite(web.BaseSite):
     """A TCP site whose every connection goes through a :class:`ConnectionBook`."""
 
-    __slots__ = ("_book", "_host", "_port")
+    __slots__ = ("_book", "_host", "_options", "_port")
 
     def __init__(
-        self, runner: web.BaseRunner, host: str, port: int, *, book: ConnectionBook
+        self,
+        runner: web.BaseRunner,
+        host: str,
+        port: int,
+        *,
+        book: ConnectionBook,
+        options: dict[str, Any],
     ) -> None:
         super().__init__(runner, backlog=BACKLOG)
         self._book = book
+        self._options = options
         self._host = host
         self._port = port
 
@@ -206,9 +249,9 @@ class _GuardedSite(web.BaseSite):
         await super().start()
         server = self._runner.server
         assert server is not None
-        book = self._book
+        book, options = self._book, self._options
         self._server = await asyncio.get_running_loop().create_server(
-            lambda: _Guarded(book, server), self._host, self._port, backlog=self._backlog
+            lambda: _Guarded(book, server, options), self._host, self._port, backlog=self._backlog
         )
 
 
@@ -230,7 +273,7 @@ async def serve(app: web.Application, host: str = "127.0.0.1", port: int = 7777)
     options: dict[str, Any] = {"keepalive_timeout": limits.idle_timeout_s}
     runner = web.AppRunner(app, access_log=None, **options)
     await runner.setup()
-    site = _GuardedSite(runner, host, port, book=book)
+    site = _GuardedSite(runner, host, port, book=book, options=options)
     try:
         await site.start()
     except OSError:

@@ -227,7 +227,11 @@ def _check_arguments(argv: Sequence[str]) -> None:
     for n, arg in enumerate(argv, 1):
         bad = next((c for c in arg if "\ud800" <= c <= "\udfff"), None)
         if bad is not None:
-            shown = arg.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            try:  # the bytes as typed (sys.argv), else the code points
+                raw = arg.encode("utf-8", "surrogateescape")
+            except UnicodeEncodeError:
+                raw = arg.encode("utf-8", "backslashreplace")
+            shown = raw.decode("utf-8", "backslashreplace")
             sys.stderr.write(f"harness: error: argument {n} is not valid UTF-8: {shown!r}\n")
             raise SystemExit(EXIT_USAGE)
 
