@@ -146,9 +146,9 @@ def test_send_bodies_never_500_and_nothing_is_lost(
     api: Api, client: httpx.Client, body: bytes, key: str | None
 ) -> None:
     before = api.outbox_rows()
-    headers: dict[str, str | bytes] = {"Authorization": f"Bearer {TOKEN}"}
+    headers: dict[bytes, bytes] = {b"Authorization": f"Bearer {TOKEN}".encode()}
     if key is not None:
-        headers["Idempotency-Key"] = key.encode("utf-8", "surrogatepass")
+        headers[b"Idempotency-Key"] = key.encode("utf-8", "surrogatepass")
     try:
         r = client.post("/send", content=body, headers=headers)
     except httpx.LocalProtocolError:  # httpx will not send it (a blank header value)
@@ -171,7 +171,7 @@ def test_any_authorization_header_is_401_or_accepted(
         r = client.request(
             "POST" if path == "/send" else "GET",
             path,
-            headers={"Authorization": auth},
+            headers={b"Authorization": auth},
             content=b'{"text": "x"}' if path == "/send" else None,
         )
     except httpx.LocalProtocolError:

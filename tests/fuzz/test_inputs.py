@@ -20,7 +20,7 @@ from harness.cli.main import main
 from harness.daemon.config import load_settings
 from harness.errors import HarnessError
 from harness.runtime.specs import load_spec
-from memory import Run
+from memory import Run, Store
 
 fuzz = settings(
     max_examples=150,
@@ -103,12 +103,12 @@ md_lines = st.one_of(
 
 
 @pytest.fixture
-def log_store(tmp_path: Path) -> Iterator[ml.Store]:
+def log_store(tmp_path: Path) -> Iterator[Store]:
     with ml.open_log(tmp_path / "harness.db") as store:
         yield store
 
 
-def _mistakes(store: ml.Store) -> dict[str, str]:
+def _mistakes(store: Store) -> dict[str, str]:
     with store.read() as s:
         return {m.id: m.title for m in ml.list_mistakes(session=s)}
 
@@ -116,7 +116,7 @@ def _mistakes(store: ml.Store) -> dict[str, str]:
 @fuzz
 @given(lines=st.lists(md_lines, max_size=40), partial=st.booleans(), raw=st.booleans())
 def test_any_mistakes_file_imports_or_is_refused_whole(
-    log_store: ml.Store, lines: list[str], partial: bool, raw: bool
+    log_store: Store, lines: list[str], partial: bool, raw: bool
 ) -> None:
     text = "\n".join(lines)
     data = text.encode("utf-8", "surrogatepass") if raw else text.encode("utf-8", "replace")
