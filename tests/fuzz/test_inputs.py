@@ -7,7 +7,8 @@ our errors in one line; exit codes 0, 1 or 2 only; nothing half-written.
 
 from __future__ import annotations
 
-import os
+import io
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -186,17 +187,13 @@ def test_any_command_line_exits_0_1_or_2_without_a_traceback(
                 Run(id="live-1", name="live", status="running", run_dir=str(home / "runs/live-1"))
             )
     argv = [*command, *args]
-    stdin = os.dup(0)
+    saved, sys.stdin = sys.stdin, io.TextIOWrapper(io.BytesIO(b""))  # `-` reads empty stdin
     try:
-        with open(os.devnull) as null:
-            os.dup2(null.fileno(), 0)  # `-` reads an empty stdin, never the terminal
-            try:
-                code = main(argv)
-            except SystemExit as exc:  # argparse, --help, --version
-                code = exc.code if isinstance(exc.code, int) else 2
+        code = main(argv)
+    except SystemExit as exc:  # argparse, --help, --version
+        code = exc.code if isinstance(exc.code, int) else 2
     finally:
-        os.dup2(stdin, 0)
-        os.close(stdin)
+        sys.stdin = saved
     out, err = capsys.readouterr()
     assert code in (0, 1, 2), (argv, code, err)
     assert "Traceback" not in out + err, (argv, err)
