@@ -475,6 +475,26 @@ def test_a_ledger_the_job_broke_or_replaced_by_a_fifo_reads_as_what_is_valid(
     assert read_ledger(path) == set()
 
 
+def test_a_run_that_ends_cleanly_leaves_no_cgroup_and_one_that_cannot_start_none_either(
+    launched: Launched, tmp_path: Path
+) -> None:
+    job = launched.start("cgroup", [sys.executable, "-c", "pass"])
+    assert job.cgroup is not None and job.cgroup.exists()
+    _wait_for(lambda: job.poll()[0])
+
+    assert job.poll() == (True, 0)
+    assert not job.cgroup.exists()
+
+    run_dir = tmp_path / "never"
+    run_dir.mkdir()
+    with pytest.raises(ProcError, match="working directory"):
+        LocalLauncher().start(
+            ["true"], run_id="never-1", run_dir=run_dir, cwd=tmp_path / "nowhere", env=BASE_ENV
+        )
+    assert cgroups.find("never-1") is None
+    assert not (run_dir / cgroups.RECORD_FILE).exists()
+
+
 def test_an_adopted_handle_finds_the_cgroup_of_the_run(launched: Launched, tmp_path: Path) -> None:
     argv, pidfile, _ = _escape_job(tmp_path, "cgroup")
     job = launched.start("cgroup", argv)
