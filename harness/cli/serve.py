@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from harness.cli.common import emit_json, fmt_time, settings_for, store_for
@@ -34,16 +36,32 @@ def _echo(text: str, alert: bool) -> None:
     print(f"{stamp} {'!' if alert else '·'} {text}", flush=True)
 
 
+@contextlib.contextmanager
+def _daemon_log() -> Iterator[None]:
+    """The daemon's log on stderr while it serves: INFO and up, one line per record, the
+    same warning at most once a minute (with a count). Only our own handler is touched,
+    and everything is put back afterwards, so an in-process serve leaves no trace."""
+    root, scheduler = logging.getLogger(), logging.getLogger("apscheduler")
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RateLimitFilter(LOG_EVERY_S))
+    levels = root.level, scheduler.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    scheduler.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(levels[0])
+        scheduler.setLevel(levels[1])
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = settings_for(args)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(RateLimitFilter(LOG_EVERY_S))
     try:
-        return asyncio.run(serve_forever(settings, echo=_echo))
+        with _daemon_log():
+            return asyncio.run(serve_forever(settings, echo=_echo))
     except OSError as exc:
         print(
             f"harness: error: cannot serve on port {settings.sidecar.port}: {exc.strerror}",
