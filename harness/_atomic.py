@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["json_safe", "read_json", "write_json_atomic", "write_text_atomic"]
+__all__ = ["json_safe", "read_json", "read_text", "write_json_atomic", "write_text_atomic"]
 
 
 def json_safe(value: Any) -> Any:
@@ -54,6 +54,33 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
 def write_json_atomic(path: str | os.PathLike[str], data: Mapping[str, Any]) -> None:
     """Write ``data`` as a JSON object, atomically (see :func:`write_text_atomic`)."""
     write_text_atomic(path, json.dumps(json_safe(data), indent=2, sort_keys=True) + "\n")
+
+
+def read_text(
+    path: Path,
+    *,
+    kind: str,
+    error: type[Exception],
+    missing: type[Exception] | None = None,
+) -> str:
+    """The UTF-8 text of the regular file ``path`` (a spec, a config), else one line.
+
+    ``error`` (or ``missing``, for a file that does not exist) is raised naming the path
+    and the cause; a pipe, socket or device is refused before it is opened, since
+    reading one could block for ever.
+    """
+    if path.exists() and not path.is_file() and not path.is_dir():
+        raise error(f"{path}: not a regular file (a pipe, socket or device)")
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise (missing or error)(f"{path}: no such {kind}") from None
+    except IsADirectoryError:
+        raise error(f"{path}: is a directory, not a {kind}") from None
+    except UnicodeDecodeError:
+        raise error(f"{path}: not UTF-8 text") from None
+    except OSError as exc:
+        raise error(f"{path}: cannot read ({exc.strerror})") from None
 
 
 def read_json(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from harness._atomic import read_text
 from harness.core.spec import toml_loads
 from harness.core.values import toml_value
 from harness.errors import ConfigError
@@ -267,16 +268,7 @@ class Settings(BaseModel):
 
 
 def _read_file(path: Path) -> dict[str, Any]:
-    if path.exists() and not path.is_file() and not path.is_dir():
-        raise ConfigError(f"{path}: not a regular file (a pipe, socket or device)")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not UTF-8 text") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path}: is a directory, not a config file") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    text = read_text(path, kind="config file", error=ConfigError)
     return toml_loads(text, source=str(path), error=ConfigError)
 
 

@@ -15,6 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from harness._atomic import read_text
 from harness.core.spec import RunSpec, args_to_flags, spec_from_toml
 from harness.errors import NotFoundError, SpecError
 
@@ -22,18 +23,7 @@ __all__ = ["list_presets", "load_preset", "load_spec", "resolve_command"]
 
 
 def _read_spec(path: Path) -> RunSpec:
-    if path.exists() and not path.is_file() and not path.is_dir():  # a FIFO would hang
-        raise SpecError(f"{path}: not a regular file (a pipe, socket or device)")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise NotFoundError(f"{path}: no such spec file") from None
-    except IsADirectoryError:
-        raise SpecError(f"{path}: is a directory, not a spec file") from None
-    except OSError as exc:
-        raise SpecError(f"{path}: cannot read ({exc.strerror})") from None
-    except UnicodeDecodeError:
-        raise SpecError(f"{path}: not UTF-8 text") from None
+    text = read_text(path, kind="spec file", error=SpecError, missing=NotFoundError)
     return spec_from_toml(text, source=str(path))
 
 
