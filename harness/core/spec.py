@@ -101,6 +101,10 @@ class WatchConfig(_Strict):
     sample_every_s: float = Field(1.0, gt=0.0, le=60.0)
     int_grace_s: float = Field(10.0, ge=0.0)  # after SIGINT, before SIGTERM
     term_grace_s: float = Field(5.0, ge=0.0)  # after SIGTERM, before SIGKILL
+    # a GPU job whose utilisation cannot be read: "required" refuses the launch (or aborts
+    # the run), "optional" runs it unjudged with one warning
+    gpu_probe: Literal["required", "optional"] = "required"
+    gpu_mem_warn: float = Field(0.95, ge=0.0, le=1.0)  # share of a GPU's memory; 0: never
 
 
 class RunSpec(_Strict):
