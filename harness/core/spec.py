@@ -33,6 +33,7 @@ __all__ = [
     "Gate",
     "RunSpec",
     "SpecError",
+    "TorchrunConfig",
     "WatchConfig",
     "apply_overrides",
     "args_to_flags",
@@ -107,6 +108,19 @@ class WatchConfig(_Strict):
     gpu_mem_warn: float = Field(0.95, ge=0.0, le=1.0)  # share of a GPU's memory; 0: never
 
 
+class TorchrunConfig(_Strict):
+    """``[torchrun]``: how ``launcher = "torchrun"`` runs the command (``python -m
+    torch.distributed.run``); ignored by the other launchers."""
+
+    nproc_per_node: int = Field(1, ge=1, le=1024)  # worker processes (ranks) on this machine
+    # true: a private rendezvous on a free port (--standalone); false: torchrun's default,
+    # a static rendezvous on MASTER_PORT (29500 unless the spec's env sets it)
+    standalone: bool = True
+    # torchrun restarts the whole worker group this often when a rank fails (--max-restarts)
+    max_restarts: int = Field(0, ge=0, le=100)
+    monitor_interval_s: float = Field(0.1, gt=0.0, le=60.0)  # how often torchrun polls ranks
+
+
 class RunSpec(_Strict):
     name: str
     command: list[str] = Field(min_length=1)
@@ -118,6 +132,7 @@ class RunSpec(_Strict):
     env: dict[str, str] = Field(default_factory=dict)
     cwd: str | None = None
     watch: WatchConfig = Field(default_factory=WatchConfig)
+    torchrun: TorchrunConfig = Field(default_factory=TorchrunConfig)
     gates: dict[str, str] = Field(default_factory=dict)
     controls: dict[str, Any] = Field(default_factory=dict)
     key_metric: str | None = None  # shown with a sparkline in heartbeats; default: first gate
@@ -134,10 +149,10 @@ class RunSpec(_Strict):
     @field_validator("launcher")
     @classmethod
     def _launcher_available(cls, v: str) -> str:
-        # torchrun and slurm are part of the design (DESIGN section 11) but not built yet:
-        # refuse them rather than silently running the job locally.
-        if v != "local":
-            raise ValueError("only 'local' is implemented in this version")
+        # slurm is part of the design (DESIGN section 11) but not built yet: refuse it
+        # rather than silently running the job locally.
+        if v not in ("local", "torchrun"):
+            raise ValueError("only 'local' and 'torchrun' are implemented in this version")
         return v
 
     @field_validator("device")

@@ -367,8 +367,8 @@ def test_set_of_a_typed_arg_uses_the_chat_rules() -> None:
 def test_unbuilt_launchers_are_refused_not_run_locally() -> None:
     from harness.core.spec import spec_from_mapping
 
-    with pytest.raises(SpecError, match=r"launcher: only 'local' is implemented"):
-        spec_from_mapping({"name": "x", "command": ["python"], "launcher": "torchrun"}, source="t")
+    with pytest.raises(SpecError, match=r"launcher: only 'local' and 'torchrun' are implemented"):
+        spec_from_mapping({"name": "x", "command": ["python"], "launcher": "slurm"}, source="t")
 
 
 # -- nesting, sizes and odd files: one line, never a traceback -------------------------------
