@@ -4,10 +4,12 @@
     python -m model.train --task echo --preflight     # checks only, exit 0 if all pass
     python -m model.train --task echo --resume runs/local/checkpoints/step-0000200.pt
 
+    python -m torch.distributed.run --standalone --nproc-per-node 2 -m model.train --task echo
+
 Read top to bottom: controls, evaluation, checkpoints, the training loop, main (the
-defaults and the command line are model/config.py, the checks model/preflight.py).
-Outside the harness (no HARNESS_* variables) the reporter is a no-op and progress is
-printed to stdout.
+defaults and the command line are model/config.py, the checks model/preflight.py, what
+changes under torchrun model/ddp.py: `--batch` is then per rank). Outside the harness (no
+HARNESS_* variables) the reporter is a no-op and progress is printed to stdout.
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 
 from harness.job import Reporter
+from model import ddp
 from model.config import TASK_DEFAULTS, TrainConfig, parse_args
 from model.data import (
     TASKS,
@@ -206,28 +210,36 @@ class _Interrupt:
 
 def train(cfg: TrainConfig, rep: Reporter) -> int:
     """Train (or resume) as configured; 0 when done or interrupted with a checkpoint."""
-    device = torch.device(cfg.device)
-    cuda = device.type == "cuda"
-    if cuda:
-        torch.backends.cuda.matmul.allow_tf32 = True
-    else:
-        # The supervisor aborts a CPU job that leaves cores idle: use all of them.
-        torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
     need = TASKS[cfg.task].min_seq_len
     if cfg.seq_len < need:
         print(f"error: {cfg.task} needs --seq-len >= {need}, got {cfg.seq_len}", file=sys.stderr)
         return 2
+    world = ddp.setup(cfg.device)  # a world of one unless torchrun started us
+    cfg.device = world.device(cfg.device)
+    if cfg.device.startswith("cuda"):
+        torch.backends.cuda.matmul.allow_tf32 = True
+    else:
+        # The supervisor aborts a CPU job that leaves cores idle: use all of them, shared
+        # between the ranks on this machine.
+        torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // world.local_size))
 
     stop = _Interrupt()
     previous_handler = signal.signal(signal.SIGINT, stop)
     try:
-        return _run(cfg, rep, stop)
+        return _run(cfg, rep, stop, world)
     finally:
         signal.signal(signal.SIGINT, previous_handler)
+        world.close()
 
 
-def _run(cfg: TrainConfig, rep: Reporter, stop: _Interrupt) -> int:
-    """Build (or restore) model, optimiser, controls and data; loop; report."""
+def _run(cfg: TrainConfig, rep: Reporter, stop: _Interrupt, world: ddp.World) -> int:
+    """Build (or restore) model, optimiser, controls and data; loop; report.
+
+    Under torchrun every rank runs this; rank 0 alone evaluates, checkpoints and reports
+    to metrics.jsonl (``main_rep``), and every rank reports its throughput to ``rep``
+    (rank 0's line is in metrics.jsonl, the others' in metrics.rank<R>.jsonl).
+    """
+    main_rep = rep if world.main else Reporter(environ={})  # a disabled reporter: a no-op
     device = torch.device(cfg.device)
     cuda = device.type == "cuda"
     ckpt: dict[str, Any] | None = None
@@ -240,7 +252,7 @@ def _run(cfg: TrainConfig, rep: Reporter, stop: _Interrupt) -> int:
 
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank (DDP checks it)
     model = BitGPT(cfg.model_config()).to(device)
     opt = torch.optim.AdamW(
         model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.0, fused=cuda or None
@@ -251,17 +263,21 @@ def _run(cfg: TrainConfig, rep: Reporter, stop: _Interrupt) -> int:
         eval_every=cfg.eval_every,
         checkpoint_every=cfg.checkpoint_every,
     )
-    sampler = WindowSampler(cfg.seq_len, device, cfg.seed)
+    # Each rank its own windows: a generator seeded by its rank, over its shard of the data.
+    sampler = WindowSampler(cfg.seq_len, device, cfg.seed + world.rank)
     step = 0
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         controls = Controls(**ckpt["controls"])
         step = ckpt["step"]
-    fwd = torch.compile(model) if cfg.compile else model
+    # DDP averages the gradients over the ranks during backward; rank 0's weights are
+    # broadcast once here, so every rank starts (and stays) the same.
+    net = DistributedDataParallel(model) if world.distributed else model
+    fwd = torch.compile(net) if cfg.compile else net
 
     ceiling = TASKS[cfg.task].ceiling(cfg.seq_len)
-    rep.start(
+    main_rep.start(
         total_steps=cfg.steps,
         device=str(device),
         task=cfg.task,
@@ -270,10 +286,14 @@ def _run(cfg: TrainConfig, rep: Reporter, stop: _Interrupt) -> int:
         seq_len=cfg.seq_len,
         params=model.num_params(),
         resumed_from=step,
+        world_size=world.size,
     )
+    if not world.main:
+        rep.start(total_steps=cfg.steps, device=str(device), rank=world.rank, batch=cfg.batch)
+    ranks = f" x {world.size} ranks" if world.size > 1 else ""
     print(
-        f"{cfg.task}: {model.num_params():,} params, batch {cfg.batch}, seq_len {cfg.seq_len}, "
-        f"{cfg.steps} steps on {device}, ceiling {ceiling:.4f}",
+        f"{cfg.task}: {model.num_params():,} params, batch {cfg.batch}{ranks}, "
+        f"seq_len {cfg.seq_len}, {cfg.steps} steps on {device}, ceiling {ceiling:.4f}",
         flush=True,
     )
 
@@ -281,52 +301,62 @@ def _run(cfg: TrainConfig, rep: Reporter, stop: _Interrupt) -> int:
         """Sample from these tasks from now on, generating their data when missing."""
         for task in weights:
             if task not in sampler.streams:
-                sampler.add(task, load_bits(Path(cfg.data_dir), task, "train", cfg.seed))
+                bits = load_bits(Path(cfg.data_dir), task, "train", cfg.seed)
+                sampler.add(task, ddp.shard(bits, world))
         sampler.set_weights(weights)
 
-    rep.phase("data")
+    main_rep.phase("data")
     set_mix(controls.data_weights)
-    val = torch.from_numpy(load_bits(Path(cfg.data_dir), cfg.task, "val", cfg.seed)).to(device)
-    windows = eval_windows(val, cfg.seq_len, cfg.eval_windows)
+    if world.main:
+        val = load_bits(Path(cfg.data_dir), cfg.task, "val", cfg.seed)
+        windows = eval_windows(torch.from_numpy(val).to(device), cfg.seq_len, cfg.eval_windows)
     if ckpt is not None:
-        sampler.load_state_dict(ckpt["sampler"])
+        per_rank = ckpt.get("sampler_ranks") or [ckpt["sampler"]]
+        if world.rank < len(per_rank):  # with more ranks than saved, the new ones start fresh
+            sampler.load_state_dict(per_rank[world.rank])
         _set_rng_states(ckpt["rng"])
 
     def checkpoint() -> Path:
-        rep.phase("checkpoint")
+        """Every rank calls it (their sampler states are gathered); rank 0 writes it."""
+        main_rep.phase("checkpoint")
         path = Path(cfg.out) / "checkpoints" / f"step-{step:07d}.pt"
-        save_checkpoint(
-            path,
-            {
+        samplers = world.gather(sampler.state_dict())
+        if world.main:
+            state = {
                 "model": model.state_dict(),
                 "optimizer": opt.state_dict(),
                 "step": step,
                 "rng": _rng_states(),
-                "sampler": sampler.state_dict(),
+                "sampler": samplers[0],
+                "sampler_ranks": samplers,
                 "controls": asdict(controls),
                 "config": asdict(cfg),
-            },
-        )
-        rep.checkpoint(path, step)
+            }
+            save_checkpoint(path, state)
+        main_rep.checkpoint(path, step)
         return path
 
     def run_eval() -> float:
-        rep.phase("eval")
+        main_rep.phase("eval")
         acc, per_pos = evaluate(model, windows, amp=cuda)
-        rep.step(step, avg_bit_acc=acc, ceiling=ceiling, pos_acc=[round(a, 4) for a in per_pos])
+        pos_acc = [round(a, 4) for a in per_pos]
+        main_rep.step(step, avg_bit_acc=acc, ceiling=ceiling, pos_acc=pos_acc)
         print(f"step {step}: avg_bit_acc {acc:.4f} (ceiling {ceiling:.4f})", flush=True)
         return acc
 
     seen: dict[str, Any] = {}  # last controls.json values, so each change is handled once
     loss_sum = torch.zeros((), device=device)  # summed on the device: no sync per step
     n_sum, last_loss, grad_norm = 0, float("nan"), torch.zeros(())
-    t_last, steps_last = time.monotonic(), step
-    rep.phase("train")
-    while step < cfg.steps and not stop.requested:
-        # Live controls: a stat() per step, a read only when the file changed.
-        new = rep.controls()
-        if new is not None:
-            apply_controls(new, seen, controls, cfg.seq_len, rep, set_mix)
+    t_last, steps_last, fwd_ms = time.monotonic(), step, float("nan")
+    stopping = False  # agreed by every rank (model/ddp.py): they all stop at the same step
+    main_rep.phase("train")
+    while step < cfg.steps and not stopping:
+        # Live controls: a stat() per step, a read only when the file changed. Under torchrun
+        # rank 0 reads them at logging steps and every rank applies the same values.
+        if not world.distributed or step % cfg.log_every == 0:
+            new = world.broadcast(main_rep.controls())
+            if new is not None:
+                apply_controls(new, seen, controls, cfg.seq_len, main_rep, set_mix)
 
         # Linear warmup to the controlled lr, then constant: the lr control means what it says.
         lr = controls.lr * min(1.0, (step + 1) / max(1, cfg.warmup))
@@ -334,9 +364,19 @@ def _run(cfg: TrainConfig, rep: Reporter, stop: _Interrupt) -> int:
             group["lr"] = lr
 
         x, y = sampler.batch(cfg.batch)
+        # The forward time of the last step before each report: this rank's compute alone
+        # (the gradient all-reduce is in backward), so a slow rank shows as a straggler.
+        timed = (step + 1) % cfg.log_every == 0
+        if timed and cuda:
+            torch.cuda.synchronize(device)
+        t_fwd = time.perf_counter()
         with torch.autocast(device.type, torch.bfloat16, enabled=cuda):
             logits = fwd(x)
         loss = F.binary_cross_entropy_with_logits(logits.float(), y)
+        if timed:
+            if cuda:
+                torch.cuda.synchronize(device)
+            fwd_ms = (time.perf_counter() - t_fwd) * 1000
         opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -346,34 +386,53 @@ def _run(cfg: TrainConfig, rep: Reporter, stop: _Interrupt) -> int:
         n_sum += 1
 
         if step % cfg.log_every == 0 or step == cfg.steps:
-            last_loss = (loss_sum / n_sum).item()  # the only host sync in the loop
+            mine = None if world.main else (loss_sum / n_sum).item()  # this rank's own loss
+            # the only host sync in the loop: the mean loss over the ranks, and stop or not
+            last_loss, stopping = world.agree(loss_sum, n_sum, stop.requested)
             now = time.monotonic()
-            rep.step(
-                step,
-                loss=last_loss,
-                lr=lr,
-                grad_norm=grad_norm.item(),
-                samples_per_s=(step - steps_last) * cfg.batch / max(now - t_last, 1e-9),
-            )
+            rate = (step - steps_last) * cfg.batch / max(now - t_last, 1e-9)
+            if world.main:
+                # loss: the mean over every rank; samples_per_s: this rank's (each rank does
+                # the same steps, so the job's is world_size times it)
+                rep.step(
+                    step,
+                    loss=last_loss,
+                    lr=lr,
+                    grad_norm=grad_norm.item(),
+                    samples_per_s=rate,
+                    fwd_ms=round(fwd_ms, 3),
+                )
+            else:
+                rep.step(step, loss=mine, samples_per_s=rate, fwd_ms=round(fwd_ms, 3))
             loss_sum.zero_()
             n_sum, t_last, steps_last = 0, now, step
+        elif not world.distributed:
+            stopping = stop.requested
         every_eval, every_ckpt = controls.eval_every, controls.checkpoint_every
-        if every_eval and step % every_eval == 0 and step < cfg.steps:
+        if every_eval and step % every_eval == 0 and step < cfg.steps and world.main:
             run_eval()
-            rep.phase("train")
+            main_rep.phase("train")
         if every_ckpt and step % every_ckpt == 0 and step < cfg.steps:
             checkpoint()
-            rep.phase("train")
+            main_rep.phase("train")
 
     if n_sum:
         last_loss = (loss_sum / n_sum).item()
     path = checkpoint()
-    if stop.requested:
+    if stopping:
         print(f"interrupted at step {step}: checkpoint {path}", flush=True)
-        rep.end(interrupted=True, steps=step, loss=last_loss, ceiling=ceiling, checkpoint=str(path))
+        main_rep.end(
+            interrupted=True, steps=step, loss=last_loss, ceiling=ceiling, checkpoint=str(path)
+        )
+        if not world.main:
+            rep.end(interrupted=True, steps=step)
         return 0
-    acc = run_eval()
-    rep.end(avg_bit_acc=acc, ceiling=ceiling, loss=last_loss, steps=step, checkpoint=str(path))
+    if world.main:
+        acc = run_eval()
+        rep.end(avg_bit_acc=acc, ceiling=ceiling, loss=last_loss, steps=step, checkpoint=str(path))
+    else:
+        rep.end(steps=step)
+    world.barrier()  # the ranks leave together, once rank 0 has evaluated
     return 0
 
 
@@ -392,4 +451,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    if "TORCHELASTIC_ERROR_FILE" in os.environ:  # under torchrun: a crash reaches its report
+        from torch.distributed.elastic.multiprocessing.errors import record
+
+        sys.exit(record(main)())
     sys.exit(main())

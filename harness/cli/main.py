@@ -129,6 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", metavar="RUN")
     p.add_argument("-f", "--follow", action="store_true", help="follow until the run ends")
     p.add_argument("--stderr", action="store_true")
+    p.add_argument(
+        "--rank",
+        type=int,
+        metavar="R",
+        help="one rank's own output (launcher torchrun), every restart of it in order",
+    )
     c = sub.add_parser(
         "controls", help="live controls of a run", description="Live controls of a run."
     )

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import mistakes as ml
 from harness.cli.common import emit_json, fmt_time, store_for
@@ -15,10 +16,12 @@ from harness.core.format import duration, key_metric_of, progress_line
 from harness.core.overrides import CONTROL_RULES, check_control
 from harness.core.spec import control_problem
 from harness.core.values import toml_value
-from harness.errors import ConflictError, HarnessError, UsageError
-from harness.job.protocol import CONTROLS_FILE, STDERR_FILE, STDOUT_FILE
+from harness.errors import ConflictError, HarnessError, NotFoundError, UsageError
+from harness.job.protocol import CONTROLS_FILE, METRICS_FILE, STDERR_FILE, STDOUT_FILE
 from harness.runtime.controls import update_controls
+from harness.runtime.launchers.torchrun import rank_logs
 from harness.runtime.orphans import abort_unsupervised, supervisor_alive
+from harness.runtime.tail import RankRate, rank_rates
 from memory import TERMINAL, Run, Store, clip, find_run, list_runs, request_abort
 
 
@@ -39,12 +42,36 @@ def _run_line(run: Run) -> str:
     return f"{run.id}  " + progress_line(run.name, run.status, run.progress or {}, key)
 
 
+def _ranks(run: Run) -> list[RankRate]:
+    """Each rank's recent progress for a torchrun run ([] for any other)."""
+    if (run.spec or {}).get("launcher") != "torchrun" or not run.run_dir:
+        return []
+    run_dir = Path(run.run_dir)
+    return rank_rates(run_dir, run_dir / METRICS_FILE)
+
+
+def _rank_line(r: RankRate) -> str:
+    """``rank 1: step 80, 4.2 steps/s, 540 samples/s, forward 47.1 ms``."""
+    if r.step is None:
+        return f"rank {r.rank}: no step reported yet"
+    parts = [f"rank {r.rank}: step {r.step}"]
+    if r.steps_per_s is not None:
+        parts.append(f"{r.steps_per_s:.3g} steps/s")
+    if (rate := r.metrics.get("samples_per_s")) is not None:
+        parts.append(f"{rate:,.0f} samples/s")
+    if (fwd := r.metrics.get("fwd_ms")) is not None:
+        parts.append(f"forward {fwd:.1f} ms")
+    return ", ".join(parts)
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     with store_for(args) as store:
         if args.run:
             run = _find(store, args.run)
+            ranks = _ranks(run)
             if args.json:
-                emit_json(run.model_dump())
+                extra = {"ranks": [asdict(r) for r in ranks]} if ranks else {}
+                emit_json({**run.model_dump(), **extra})
                 return EXIT_OK
             print(_run_line(run))
             print(
@@ -52,6 +79,8 @@ def cmd_status(args: argparse.Namespace) -> int:
                 f"  ended {fmt_time(run.ended_at)}"
             )
             print(f"  run dir {run.run_dir}")
+            for rank in ranks:
+                print(f"  {_rank_line(rank)}")
             for gate in (run.result or {}).get("gates", []):
                 print(
                     f"  gate {gate['gate']}: value {gate['value']} "
@@ -117,29 +146,68 @@ def cmd_abort(args: argparse.Namespace) -> int:
 # -- logs -----------------------------------------------------------------------------------
 
 
+def _log_paths(run: Run, args: argparse.Namespace) -> list[Path]:
+    """The files ``harness logs`` shows: the run's own, or one rank's, one per attempt."""
+    stream = "stderr" if args.stderr else "stdout"
+    run_dir = Path(run.run_dir)
+    if args.rank is None:
+        return [run_dir / (STDERR_FILE if args.stderr else STDOUT_FILE)]
+    if args.rank < 0:
+        raise UsageError(f"--rank must be >= 0, got {args.rank}")
+    launcher = (run.spec or {}).get("launcher", "local")
+    if launcher != "torchrun":
+        raise NotFoundError(
+            f"run {run.id} was launched by {launcher!r}: it has no per-rank logs (drop --rank)"
+        )
+    paths = rank_logs(run_dir, args.rank, stream)
+    if not paths:
+        nproc = ((run.spec or {}).get("torchrun") or {}).get("nproc_per_node")
+        known = f" (ranks 0-{nproc - 1})" if isinstance(nproc, int) and nproc > 0 else ""
+        raise NotFoundError(f"run {run.id} has no {stream} log for rank {args.rank} yet{known}")
+    return paths
+
+
+def _copy_out(f: BinaryIO) -> None:
+    while chunk := f.read(65536):
+        sys.stdout.buffer.write(chunk)
+        sys.stdout.flush()
+
+
 def cmd_logs(args: argparse.Namespace) -> int:
+    """A run's output; with ``--rank`` one rank's, every attempt in order (torchrun
+    restarts the group into a new attempt); ``--follow`` moves on to a new attempt."""
     with store_for(args) as store:
         run = _find(store, args.run)
-        path = Path(run.run_dir) / (STDERR_FILE if args.stderr else STDOUT_FILE)
-        try:
-            f = path.open("rb")
-        except OSError as exc:
-            raise HarnessError(f"cannot read {path}: {exc.strerror}") from None
-        with f:
-            while True:
-                chunk = f.read(65536)
-                if chunk:
-                    sys.stdout.buffer.write(chunk)
-                    sys.stdout.flush()
-                    continue
-                if not args.follow:
-                    return EXIT_OK
-                with store.read() as s:
-                    row = s.get(Run, run.id)
-                if row is None or row.status in TERMINAL:
-                    sys.stdout.buffer.write(f.read())
-                    return EXIT_OK
-                time.sleep(0.3)
+        shown = 0
+        paths = _log_paths(run, args)
+        while True:
+            path = paths[shown]
+            if len(paths) > 1 or shown:
+                print(f"== {path.parent.parent.name} ==", file=sys.stderr, flush=True)
+            try:
+                f = path.open("rb")
+            except OSError as exc:
+                raise HarnessError(f"cannot read {path}: {exc.strerror}") from None
+            with f:
+                while True:
+                    _copy_out(f)
+                    if shown < len(paths) - 1:
+                        break  # an earlier attempt: whole, then the next one
+                    if not args.follow:
+                        return EXIT_OK
+                    with store.read() as s:
+                        row = s.get(Run, run.id)
+                    done = row is None or row.status in TERMINAL
+                    if args.rank is not None:
+                        paths = _log_paths(run, args)  # a restart adds an attempt
+                    if shown < len(paths) - 1:
+                        _copy_out(f)
+                        break
+                    if done:
+                        _copy_out(f)
+                        return EXIT_OK
+                    time.sleep(0.3)
+            shown += 1
 
 
 # -- controls -------------------------------------------------------------------------------

@@ -16,6 +16,11 @@ Each call appends one JSON object per line to ``metrics.jsonl`` with a single ``
 on a file opened in append mode, so lines from one writer never interleave. Outside
 the harness (no environment variables and no paths given) the reporter is disabled and
 every call is a cheap no-op, so the same script runs bare.
+
+Under torchrun (``RANK`` in the environment) only rank 0 writes ``metrics.jsonl``, the
+stream the supervisor judges; a reporter on any other rank writes
+``metrics.rank<R>.jsonl`` beside it (its throughput, so a straggler rank shows), unless
+a path is given explicitly.
 """
 
 from __future__ import annotations
@@ -48,6 +53,10 @@ class Reporter:
         metrics = metrics_path if metrics_path is not None else env.get(ENV_METRICS)
         controls = controls_path if controls_path is not None else env.get(ENV_CONTROLS)
         self.metrics_path = Path(metrics) if metrics else None
+        rank = env.get("RANK", "0")  # set by torchrun for each of its processes
+        self.rank = int(rank) if rank.isascii() and rank.isdigit() else 0
+        if self.metrics_path is not None and metrics_path is None and self.rank:
+            self.metrics_path = self.metrics_path.with_name(f"metrics.rank{self.rank}.jsonl")
         self.controls_path = Path(controls) if controls else None
         self.run_id = env.get(ENV_RUN_ID)
         self._clock = clock

@@ -97,7 +97,8 @@ def abort_unsupervised(store: Store, run_id: str, reason: str) -> Run | None:
     if row.pid is not None and row.create_time is not None:
         spec = RunSpec.model_validate(row.spec)
         rec = procs.ProcRecord(row.pid, row.create_time, row.id)
-        handle = launcher_for(spec.launcher).adopt(rec, Path(row.run_dir))
+        launcher = launcher_for(spec.launcher, torchrun=spec.torchrun)
+        handle = launcher.adopt(rec, Path(row.run_dir))
         handle.terminate(int_grace=spec.watch.int_grace_s, term_grace=spec.watch.term_grace_s)
     with store.write() as s:
         row = s.get(Run, run_id)

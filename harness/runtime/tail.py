@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import re
 import stat
@@ -38,7 +39,15 @@ from typing import Any
 
 from memory import clean_text, clip
 
-__all__ = ["MAX_DEPTH", "MetricsTail", "TailBatch"]
+__all__ = [
+    "MAX_DEPTH",
+    "MetricsTail",
+    "RankRate",
+    "TailBatch",
+    "rank_metric_files",
+    "rank_rates",
+    "read_tail",
+]
 
 EXCERPT_CHARS = 120
 MAX_DEPTH = 32  # nesting of a record's values; deeper is garbage (metrics are flat)
@@ -287,3 +296,104 @@ class MetricsTail:
         batch.garbage += 1
         if batch.first_garbage is None:
             batch.first_garbage = _excerpt(line)
+
+
+# -- the end of a file, and the ranks' own metric files ------------------------------------
+
+#: ``metrics.rank<R>.jsonl``: what a rank other than 0 of a multi-process job reports
+_RANK_FILE = re.compile(r"metrics\.rank(\d{1,6})\.jsonl")
+
+
+def _tail_bytes(path: Path, limit: int) -> tuple[bytes, bool]:
+    """(the last ``limit`` bytes of a regular file, whether its start was cut off)."""
+    try:
+        fd = os.open(path, _OPEN_FLAGS)
+    except OSError:
+        return b"", False
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return b"", False
+        start = max(st.st_size - limit, 0)
+        return os.pread(fd, limit, start), start > 0
+    except OSError:
+        return b"", False
+    finally:
+        os.close(fd)
+
+
+def read_tail(path: Path, limit: int = 4096) -> str:
+    """The last ``limit`` bytes of a regular file as clean text; "" for anything else.
+
+    Never opens a FIFO or follows a symlink (the file is in the job's run dir).
+    """
+    return clean_text(_tail_bytes(path, limit)[0].decode("utf-8", "replace"))
+
+
+def rank_metric_files(run_dir: Path) -> dict[int, Path]:
+    """The ranks' metric files in a run dir, by rank (``metrics.rank<R>.jsonl``)."""
+    found = {}
+    try:
+        names = os.listdir(run_dir)
+    except OSError:
+        return {}
+    for name in names:
+        m = _RANK_FILE.fullmatch(name)
+        if m is not None:
+            found[int(m[1])] = run_dir / name
+    return dict(sorted(found.items()))
+
+
+@dataclass(frozen=True)
+class RankRate:
+    """One rank's recent progress, from the last step lines of its metrics file."""
+
+    rank: int
+    step: int | None
+    steps_per_s: float | None  # over the last step lines read
+    metrics: dict[str, float]  # the latest number of each key (samples_per_s, fwd_ms, ...)
+    t: float | None  # when the last step line was written (unix seconds)
+
+
+def _number(v: Any) -> float | None:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return None
+    return float(v) if math.isfinite(v) else None
+
+
+def _rank_rate(rank: int, path: Path, limit: int) -> RankRate:
+    steps: list[tuple[float, int, dict[str, Any]]] = []
+    data, cut = _tail_bytes(path, limit)
+    for line in data.splitlines()[1 if cut else 0 :]:  # a cut first line is not a record
+        try:
+            rec = json.loads(line)
+        except (ValueError, RecursionError):
+            continue
+        if not isinstance(rec, dict) or rec.get("event") is not None:
+            continue
+        step, t = rec.get("step"), _number(rec.get("t"))
+        if type(step) is int and t is not None:
+            steps.append((t, step, rec))
+    if not steps:
+        return RankRate(rank, None, None, {}, None)
+    (t0, s0, _), (t1, s1, _) = steps[0], steps[-1]
+    rate = (s1 - s0) / (t1 - t0) if t1 > t0 and s1 > s0 else None
+    numbers: dict[str, float] = {}  # the latest value of each (an eval line has no rate)
+    for _, _, rec in steps:
+        numbers.update(
+            (k, n)
+            for k, v in rec.items()
+            if k not in ("t", "step") and (n := _number(v)) is not None
+        )
+    return RankRate(rank, s1, rate, numbers, t1)
+
+
+def rank_rates(run_dir: Path, metrics: Path | None = None, *, limit: int = 8192) -> list[RankRate]:
+    """Each rank's step, step rate and last numbers: rank 0 from ``metrics`` (the run's
+    ``metrics.jsonl``, when given), the others from their own files. Reads only the last
+    ``limit`` bytes of each file, so it is cheap enough for every status call; a rank
+    much slower than the others (a straggler) shows in its figures."""
+    files = rank_metric_files(run_dir)
+    if metrics is not None and files:
+        files = {0: metrics, **files}
+    return [_rank_rate(rank, path, limit) for rank, path in sorted(files.items())]

@@ -5,19 +5,23 @@ which one it drives. A :class:`Launcher` starts a command (or re-adopts one a de
 supervisor left running) and returns a :class:`JobHandle`; the handle says whether the
 job has exited and with what status, which processes are the job's (what the probes
 sample), and stops them by escalation. ``local`` is a process tree on this machine;
-``torchrun`` and ``slurm`` come next (DESIGN section 11) and register here.
+``torchrun`` is the same tree with torchrun's agent and its ranks in it (its graceful
+step goes through the agent); ``slurm`` comes next (DESIGN section 11) and registers here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import psutil
 
 from harness.errors import SpecError
 from harness.runtime.procs import Escalation, ProcRecord
+
+if TYPE_CHECKING:
+    from harness.core.spec import TorchrunConfig
 
 __all__ = ["JobHandle", "Launcher", "launcher_for"]
 
@@ -63,10 +67,19 @@ class Launcher(Protocol):
         ...
 
 
-def launcher_for(name: str) -> Launcher:
-    """The launcher a spec names; SpecError for one this version does not have."""
+def launcher_for(name: str, *, torchrun: TorchrunConfig | None = None) -> Launcher:
+    """The launcher a spec names; SpecError for one this version does not have.
+
+    ``torchrun`` is the spec's ``[torchrun]`` table (its defaults when not given).
+    """
     if name == "local":
         from harness.runtime.launchers.local import LocalLauncher
 
         return LocalLauncher()
-    raise SpecError(f"launcher: {name!r} is not available in this version (use 'local')")
+    if name == "torchrun":
+        from harness.runtime.launchers.torchrun import TorchrunLauncher
+
+        return TorchrunLauncher(torchrun)
+    raise SpecError(
+        f"launcher: {name!r} is not available in this version (use 'local' or 'torchrun')"
+    )

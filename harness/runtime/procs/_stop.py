@@ -23,6 +23,8 @@ from harness.runtime.procs._identity import (
 from harness.runtime.procs._track import Ledger, Tracking, cgroup_members, tracked
 
 _POLL_S = 0.05
+#: chooses, among a job's live processes, those the graceful SIGINT goes to
+IntTargets = Callable[[Sequence[psutil.Process]], Sequence[psutil.Process]]
 
 
 @dataclass(frozen=True)
@@ -86,11 +88,14 @@ def _escalate(
     popen: subprocess.Popen[bytes] | None,
     scan: Callable[[], Iterable[psutil.Process]],
     cgroup: Path | None,
+    int_to: IntTargets | None = None,
 ) -> tuple[Escalation, dict[int, psutil.Process]]:
     """SIGINT, SIGTERM, SIGKILL in turn to what is left, a final sweep, then the cgroup.
 
     ``scan`` lists the run's processes now (only proven ones); it runs before each step
     and once more at the end. ``cgroup`` is emptied with ``cgroup.kill`` and removed.
+    ``int_to`` picks, among the live processes, those SIGINT is sent to (a launcher that
+    forwards it to its workers); the step still waits for all of them.
     """
     start = time.monotonic()
     tracker = _Tracker(popen)
@@ -104,7 +109,8 @@ def _escalate(
         if not targets:
             alive = {}
             break
-        sent = _signal_all(targets, sig)
+        chosen = int_to(targets) if int_to is not None and sig == signal.SIGINT else targets
+        sent = _signal_all(chosen, sig)
         add_new(signalled, sent)
         if sent:
             steps.append((sig.name, len(sent)))
@@ -142,6 +148,7 @@ def terminate_tree(
     kill_grace: float = 2.0,
     popen: subprocess.Popen[bytes] | None = None,
     tracking: Tracking | None = None,
+    int_to: IntTargets | None = None,
 ) -> Escalation:
     """Stop every process of the job by escalation (module doc); returns what it took.
 
@@ -149,14 +156,15 @@ def terminate_tree(
     ``returncode`` stays right. Without it the root is never reaped here (``os.waitpid``
     behind a ``Popen``'s back would make ``Popen.poll()`` report 0 for a killed job); a
     zombie counts as gone either way. ``tracking`` names the run's cgroup and ledger; the
-    cgroup is removed once empty.
+    cgroup is removed once empty. ``int_to`` chooses which of the job's live processes get
+    the SIGINT (by default all); SIGTERM and SIGKILL always go to every one.
     """
     if popen is not None and popen.pid != rec.pid:
         raise ValueError(f"popen is PID {popen.pid}, record is PID {rec.pid}")
     tracking = tracking or Tracking()
     scan = _scanner([rec], rec.run_id, tracking)
     graces = (int_grace, term_grace, kill_grace)
-    escalation, _ = _escalate((), graces, popen, scan, tracking.cgroup)
+    escalation, _ = _escalate((), graces, popen, scan, tracking.cgroup, int_to)
     return escalation
 
 
