@@ -46,6 +46,9 @@ RULE_LINKS: dict[str, tuple[str, ...]] = {
     "stale_processes": ("M-025",),
     "ram_headroom": ("M-030",),
     "utilisation": ("M-015", "M-035"),
+    # a GPU job whose utilisation cannot be read would run unjudged: M-015 unwatched
+    "gpu_probe": ("M-015",),
+    "gpu_memory": (),  # a warning only; no mistake of the catalogue is about GPU memory
     "nonfinite": (NONFINITE_ID,),
     "stall": ("M-037",),
     "heartbeat": ("M-037",),

@@ -1,7 +1,11 @@
 """Plain text views of a run: the live status line, durations, trends, sparklines.
 
 Pure functions over a progress snapshot (``Progress.snapshot()``), shared by the
-foreground status line, ``harness status`` and the heartbeat.
+foreground status line, ``harness status`` and the heartbeat. The device is shown as
+resolved and how (``cuda:0,1 (attributed by NVML)``); the utilisation shown is the
+figure the rule judges (SM activity per GPU where there is one, a CPU job's running +
+waiting share), with the other figure beside it, labelled: ``GPU1 97% SM (util 100%)
+3.0/80.0 GB``, ``CPU 98% incl. waiting (running 45%)``.
 """
 
 from __future__ import annotations
@@ -102,14 +106,43 @@ def progress_parts(p: Mapping[str, Any], key_metric: str | None) -> list[str]:
         spark = sparkline(p.get("key_history") or [])
         parts.append(f"{key_metric} {_fmt(metrics[key_metric])} {spark}".rstrip())
     device = str(p.get("device") or "cpu")
-    if device.startswith("cuda"):
+    if p.get("device_by"):
+        parts.append(f"{device} ({p['device_by']})")
+    gpus = p.get("gpus") or []
+    if device.startswith("cuda") and gpus:
+        parts += [_gpu_part(g) for g in gpus if isinstance(g, Mapping)]
+    elif device.startswith("cuda"):
         parts.append(f"GPU {percent(p.get('gpu_busy'))}")
         if p.get("vram_used") is not None:
             parts.append(f"VRAM {gb(p.get('vram_used'))}/{gb(p.get('vram_total'))}")
     else:
-        parts.append(f"CPU {percent(p.get('cpu_util'))}")
+        parts.append(_cpu_part(p))
     parts.append(f"RAM free {gb(p.get('ram_available'))}")
     return parts
+
+
+def _cpu_part(p: Mapping[str, Any]) -> str:
+    """The CPU figure the rule judges, and the plain running share beside it, labelled."""
+    if "util" not in p:  # a snapshot from before the judged figure was kept
+        return f"CPU {percent(p.get('cpu_util'))}"
+    if p.get("util_source") == "running + waiting":
+        return f"CPU {percent(p.get('util'))} incl. waiting (running {percent(p.get('cpu_util'))})"
+    return f"CPU {percent(p.get('util'))}"
+
+
+def _gpu_part(g: Mapping[str, Any]) -> str:
+    """``GPU1 97% SM (util 100%) 3.0/80.0 GB``: the judged figure first, then the other."""
+    text = f"GPU{g.get('index')} {percent(g.get('busy'))}"
+    if g.get("source") == "sm_activity":
+        text += " SM"
+        if g.get("util") is not None:
+            text += f" (util {percent(g.get('util'))})"
+    elif g.get("source") == "util":
+        text += " util"
+    used, total = g.get("mem_used"), g.get("mem_total")
+    if isinstance(used, int | float) and isinstance(total, int | float) and total:
+        text += f" {used / GIB:.1f}/{total / GIB:.1f} GB"
+    return text
 
 
 def progress_line(name: str, status: str, p: Mapping[str, Any], key_metric: str | None) -> str:

@@ -22,16 +22,20 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
+from harness.core.devices import GpuReading, Resolver
 from harness.core.rules import (
     Finding,
     GateResult,
     UtilSample,
     check_gates,
+    check_gpu_memory,
+    check_gpu_readable,
     check_metrics_file,
     check_nonfinite,
     check_ram,
     check_stall,
     check_utilisation,
+    warn_utilisation,
 )
 from harness.core.spec import RunSpec
 from harness.core.values import as_float
@@ -43,6 +47,7 @@ __all__ = [
     "Event",
     "Exited",
     "Finish",
+    "GpuReading",
     "MetricLines",
     "Notify",
     "ProbeSample",
@@ -85,6 +90,10 @@ class ProbeSample:
     # probe's available_util); what the utilisation rule judges a CPU job by, so a busy
     # job starved by other load is not called wasteful
     cpu_available: float | None = None
+    # every GPU NVML read, ``held`` where a process of the job has a context on it: how an
+    # ``auto`` job is resolved and how a GPU job is judged, GPU by GPU
+    gpus: tuple[GpuReading, ...] = ()
+    gpu_error: str | None = None  # why there are no GPU readings ("NVML could not start: ...")
 
 
 @dataclass(frozen=True)
@@ -153,12 +162,25 @@ Action = Terminate | RecordIncident | Notify | Finish
 # -- the machine ------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Observed:
+    """One probe sample as kept for the utilisation rule, whichever device it judges."""
+
+    t: float
+    phase: str
+    cpu: float | None  # the CPU figure the rule judges (running + waiting, else running)
+    cpu_source: str
+    gpus: tuple[GpuReading, ...]
+    gpu_busy: float | None  # the probe's mean, for samples without per-GPU readings
+
+
 @dataclass
 class Progress:
     """What is known of the run now; the status line and the heartbeat read it."""
 
     phase: str = "train"
-    device: str = "auto"
+    device: str = "auto"  # as resolved: "cuda:0,1", "cpu", "auto" while unresolved
+    device_by: str = ""  # how: "attributed by NVML", "from the start event", ...
     step: int | None = None
     total_steps: int | None = None
     metrics: dict[str, float] = field(default_factory=dict)  # latest numeric value per key
@@ -170,7 +192,11 @@ class Progress:
     garbage: int = 0
     oversized: int = 0
     cpu_util: float | None = None
+    cpu_available: float | None = None
     gpu_busy: float | None = None
+    util: float | None = None  # the figure the utilisation rule judges, now
+    util_source: str = ""  # which figure it is: "running + waiting", "sm_activity", ...
+    gpus: list[dict[str, Any]] = field(default_factory=list)  # the judged GPUs, now
     ram_available: int | None = None
     vram_used: int | None = None
     vram_total: int | None = None
@@ -196,6 +222,7 @@ class Progress:
         return {
             "phase": self.phase,
             "device": self.device,
+            "device_by": self.device_by,
             "step": self.step,
             "total_steps": self.total_steps,
             "rate": self.rate(),
@@ -207,7 +234,11 @@ class Progress:
             "garbage": self.garbage,
             "oversized": self.oversized,
             "cpu_util": self.cpu_util,
+            "cpu_available": self.cpu_available,
             "gpu_busy": self.gpu_busy,
+            "util": self.util,
+            "util_source": self.util_source,
+            "gpus": [dict(g) for g in self.gpus],
             "ram_available": self.ram_available,
             "vram_used": self.vram_used,
             "vram_total": self.vram_total,
@@ -225,10 +256,16 @@ class RunMachine:
         self.started_at = started_at
         self.status = "running"
         self.abort_reason: str | None = None
-        self.progress = Progress(device=spec.device, last_line_at=started_at)
-        self._samples: deque[UtilSample] = deque()
+        self._resolver = Resolver(spec.device, started_at=started_at, grace_s=self.cfg.util_grace_s)
+        self.progress = Progress(
+            device=self._resolver.label, device_by=self._resolver.how, last_line_at=started_at
+        )
+        self._observed: deque[_Observed] = deque()
         self._warned: set[str] = set()
         self._bad_files: set[str] = set()  # what was found in place of metrics.jsonl
+        self._util_warned = False  # the early warning of this low episode was sent
+        self._blind_since: float | None = None  # a GPU job's utilisation unreadable since
+        self._blind_reason = ""
 
     @property
     def done(self) -> bool:
@@ -236,7 +273,18 @@ class RunMachine:
 
     @property
     def device(self) -> str:
-        return self.progress.device if self.progress.device != "auto" else "cpu"
+        """The device as resolved (``cuda:0,1``, ``cpu``; ``auto`` while unresolved)."""
+        return self._resolver.label
+
+    @property
+    def device_by(self) -> str:
+        """How the device was resolved (``attributed by NVML``, ``from the spec``, ...)."""
+        return self._resolver.how
+
+    def _device_changed(self) -> None:
+        self.progress.device, self.progress.device_by = self.device, self.device_by
+        self._util_warned = False
+        self._blind_since = None
 
     def handle(self, event: Event) -> list[Action]:
         if self.done:
@@ -301,8 +349,9 @@ class RunMachine:
             total = rec.get("total_steps")
             if _is_count(total) and total > 0:
                 p.total_steps = total
-            if isinstance(rec.get("device"), str):
-                p.device = clip(rec["device"], _LABEL_CHARS)
+            named = rec.get("device")
+            if isinstance(named, str) and self._resolver.on_start_event(clip(named, _LABEL_CHARS)):
+                self._device_changed()
         elif event == "phase" and isinstance(rec.get("phase"), str):
             p.phase = clip(rec["phase"], _LABEL_CHARS)
         elif event == "end":
@@ -333,36 +382,118 @@ class RunMachine:
 
     def _on_sample(self, ev: ProbeSample) -> list[Action]:
         p = self.progress
-        p.cpu_util, p.gpu_busy = ev.cpu_util, ev.gpu_busy
-        p.ram_available, p.vram_used, p.vram_total = ev.ram_available, ev.vram_used, ev.vram_total
-        cpu = ev.cpu_available if ev.cpu_available is not None else ev.cpu_util
-        util = ev.gpu_busy if self.device.startswith("cuda") else cpu
-        self._samples.append(UtilSample(ev.t, util, p.phase))
+        p.cpu_util, p.cpu_available, p.ram_available = (
+            ev.cpu_util,
+            ev.cpu_available,
+            ev.ram_available,
+        )
+        if self._resolver.on_readings(ev.t, ev.gpus):
+            self._device_changed()
+        cpu, source = ev.cpu_available, "running + waiting"
+        if cpu is None:
+            cpu, source = ev.cpu_util, "running" if ev.cpu_util is not None else ""
+        self._observed.append(_Observed(ev.t, p.phase, cpu, source, ev.gpus, ev.gpu_busy))
         horizon = ev.t - self.cfg.util_window_s - 2 * self.cfg.sample_every_s
-        while self._samples and self._samples[0].t < horizon:
-            self._samples.popleft()
+        while self._observed and self._observed[0].t < horizon:
+            self._observed.popleft()
+        judged = self._show(ev, cpu, source)
+        actions: list[Action] = []
         if ev.ram_available is not None:
             ram = check_ram(ev.ram_available, self.cfg, before_launch=False)
             if ram.level == "abort":
                 return self._abort(ram)
-        return self._on_tick(ev.t)
+        if self._resolver.gpu:
+            readable = any(g.busy is not None for g in judged) or (
+                not ev.gpus and ev.gpu_busy is not None
+            )
+            if readable:
+                self._blind_since = None
+            elif self._blind_since is None:
+                self._blind_since = ev.t
+                self._blind_reason = ev.gpu_error or f"NVML gave no utilisation for {self.device}"
+            memory = check_gpu_memory(judged, self.cfg)
+            if memory is not None:
+                actions += self._warn_once(memory)
+        return actions + self._on_tick(ev.t)
+
+    def _show(self, ev: ProbeSample, cpu: float | None, source: str) -> tuple[GpuReading, ...]:
+        """Put what the rule judges in the progress the status line shows; the judged GPUs."""
+        p = self.progress
+        p.gpu_busy, p.vram_used, p.vram_total = ev.gpu_busy, ev.vram_used, ev.vram_total
+        if not self._resolver.gpu:
+            p.util, p.util_source, p.gpus = cpu, source, []
+            return ()
+        judged = self._resolver.judged(ev.t, ev.gpus)
+        if ev.gpus:
+            p.gpu_busy = _mean([g.busy for g in judged])
+            p.vram_used = _total([g.mem_used for g in judged])
+            p.vram_total = _total([g.mem_total for g in judged])
+        sources = {g.source for g in judged if g.source}
+        p.util = p.gpu_busy
+        p.util_source = sources.pop() if len(sources) == 1 else ("mixed" if sources else "")
+        p.gpus = [
+            {
+                "index": g.index,
+                "busy": g.busy,
+                "source": g.source,
+                "util": g.util,
+                "sm_activity": g.sm_activity,
+                "mem_used": g.mem_used,
+                "mem_total": g.mem_total,
+            }
+            for g in judged
+        ]
+        return judged
+
+    def _util_samples(self) -> list[UtilSample]:
+        """The kept samples as the utilisation rule sees them for the device as resolved."""
+        if not self._resolver.gpu:
+            return [UtilSample(o.t, o.cpu, o.phase, (), o.cpu_source) for o in self._observed]
+        out = []
+        for o in self._observed:
+            gpus = self._resolver.judged(o.t, o.gpus) if o.gpus else ()
+            util = _mean([g.busy for g in gpus]) if o.gpus else o.gpu_busy
+            out.append(UtilSample(o.t, util, o.phase, gpus))
+        return out
 
     def _on_tick(self, now: float) -> list[Action]:
         if self.status != "running":
             return []
+        if self._resolver.on_time(now):
+            self._device_changed()
         stall = check_stall(self.progress.last_line_at, now=now, cfg=self.cfg)
         if stall is not None:
             return self._abort(stall)
+        if self._resolver.gpu:
+            blind = check_gpu_readable(
+                self._blind_since,
+                now=now,
+                cfg=self.cfg,
+                device=self.device,
+                reason=self._blind_reason,
+            )
+            if blind is not None and blind.level == "abort":
+                return self._abort(blind)
+            if blind is not None:
+                return self._warn_once(blind)
+        samples, device, how = self._util_samples(), self.device, self.device_by
         util = check_utilisation(
-            list(self._samples),
-            now=now,
-            started_at=self.started_at,
-            cfg=self.cfg,
-            device=self.device,
+            samples, now=now, started_at=self.started_at, cfg=self.cfg, device=device, how=how
         )
         if util is not None and util.level == "abort":
             return self._abort(util)
-        return []
+        early = warn_utilisation(
+            samples, now=now, started_at=self.started_at, cfg=self.cfg, device=device, how=how
+        )
+        if early is None:
+            return []
+        if early.level == "ok":
+            self._util_warned = False  # recovered: the next low episode is warned again
+            return []
+        if self._util_warned:
+            return []
+        self._util_warned = True
+        return [Notify(f"{self.spec.name}: warning: {early.summary}", alert=True)]
 
     # -- decisions --------------------------------------------------------------------
 
@@ -439,6 +570,17 @@ class RunMachine:
             for r in failed
         ]
         return [*actions, Finish("failed", summary, result), Notify(f"{self.spec.name}: {summary}")]
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return sum(known) / len(known) if known else None
+
+
+def _total(values: Sequence[int | None]) -> int | None:
+    if not values or any(v is None for v in values):
+        return None
+    return sum(v for v in values if v is not None)
 
 
 def _is_count(v: Any) -> TypeGuard[int]:

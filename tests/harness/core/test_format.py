@@ -117,3 +117,57 @@ def test_progress_line_before_anything_is_known() -> None:
     assert (
         progress_line("x", "running", {"step": 3}, None) == "x  running  step 3  CPU -  RAM free -"
     )
+
+
+def test_progress_line_shows_the_device_as_resolved_and_the_judged_cpu_figure() -> None:
+    snap = cpu_snapshot(
+        device="cpu",
+        device_by="no GPU context after the grace period",
+        cpu_util=0.31,
+        util=0.98,
+        util_source="running + waiting",
+    )
+    line = progress_line("echo", "running", snap, None)
+    assert "  cpu (no GPU context after the grace period)  " in line
+    assert "  CPU 98% incl. waiting (running 31%)  " in line
+    plain = cpu_snapshot(util=0.31, util_source="running")
+    assert "  CPU 31%  " in progress_line("echo", "running", plain, None)
+
+
+def test_progress_line_shows_each_gpu_with_its_judged_figure_and_memory() -> None:
+    gpus = [
+        {
+            "index": 0,
+            "busy": 0.97,
+            "source": "sm_activity",
+            "util": 1.0,
+            "sm_activity": 0.97,
+            "mem_used": 3 * GIB,
+            "mem_total": 80 * GIB,
+        },
+        {
+            "index": 1,
+            "busy": 0.04,
+            "source": "sm_activity",
+            "util": 1.0,
+            "sm_activity": 0.04,
+            "mem_used": 78 * GIB,
+            "mem_total": 80 * GIB,
+        },
+        {
+            "index": 2,
+            "busy": 0.5,
+            "source": "util",
+            "util": 0.5,
+            "sm_activity": None,
+            "mem_used": None,
+            "mem_total": None,
+        },
+    ]
+    snap = cpu_snapshot(device="cuda:0,1,2", device_by="attributed by NVML", gpus=gpus)
+    line = progress_line("echo", "running", snap, None)
+    assert line.endswith(
+        "cuda:0,1,2 (attributed by NVML)  GPU0 97% SM (util 100%) 3.0/80.0 GB  "
+        "GPU1 4% SM (util 100%) 78.0/80.0 GB  GPU2 50% util  RAM free 12.0 GB"
+    )
+    assert "CPU" not in line

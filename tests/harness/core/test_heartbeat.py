@@ -80,3 +80,26 @@ def test_incidents_and_a_silent_supervisor_change_the_health() -> None:
         runs=[running(progress_at=NOW - 400)], incidents=[], ram_available=None, host="b", now=NOW
     )
     assert stale.health == "bad" and "no progress update for 400 s" in stale.text
+
+
+def test_heartbeat_shows_the_resolved_device_and_each_gpu_as_the_rule_judges_it() -> None:
+    from harness.core.machine import GpuReading, MetricLines, ProbeSample, RunMachine
+    from harness.core.spec import RunSpec
+
+    machine = RunMachine(RunSpec(name="echo", command=["python"]), started_at=100.0)
+    readings = (
+        GpuReading(0, 1.0, 0.97, 40 * 1024**3, 80 * 1024**3, held=True),
+        GpuReading(1, 0.6, None, 2 * 1024**3, 16 * 1024**3, held=True),
+        GpuReading(2, 0.0, 0.0, 0, 80 * 1024**3),  # not the job's
+    )
+    machine.handle(MetricLines(100.0, [{"step": 1}]))
+    machine.handle(ProbeSample(101.0, 0.02, 12 * 1024**3, gpus=readings, cpu_available=0.02))
+    run = running(progress=machine.progress.snapshot())
+    view = build_heartbeat(runs=[run], incidents=[], ram_available=None, host="box", now=NOW)
+    line = view.text.splitlines()[1]
+    assert (
+        "cuda:0,1 (attributed by NVML) · GPU0 97% SM (util 100%) 40.0/80.0 GB · "
+        "GPU1 60% util 2.0/16.0 GB · RAM free 12.0 GB"
+    ) in line
+    assert "GPU2" not in line and "CPU" not in line
+    assert view.embed["fields"][0]["value"] == line.split("] ", 1)[1]

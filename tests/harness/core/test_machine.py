@@ -8,11 +8,13 @@ from typing import Any
 
 import pytest
 
+from harness.core.format import progress_line
 from harness.core.machine import (
     AbortRequested,
     Action,
     Exited,
     Finish,
+    GpuReading,
     MetricLines,
     Notify,
     ProbeSample,
@@ -187,12 +189,15 @@ def test_garbage_lines_do_not_reset_the_stall_clock() -> None:
 def test_low_utilisation_in_train_phase_aborts_after_grace_and_window() -> None:
     m = make()
     acts = train(m, 114.0, cpu=0.05)
-    assert acts == []  # grace 10 + window 5: no verdict before 115
+    # grace 10 + window 5: no verdict before 115, only the early warning (half a window)
+    assert kinds(acts) == ["Notify"]
     acts = m.handle(lines(115.0, {"step": 15, "loss": 0.1})) + m.handle(sample(115.0, 0.05))
     assert kinds(acts) == ["RecordIncident", "Notify", "Terminate"]
     finding = only(acts, RecordIncident)[0].finding
     assert finding.rule == "utilisation"
-    assert finding.summary == "CPU 5 % over 5 s, threshold 80 %"
+    assert (
+        finding.summary == "CPU 5 % over 5 s, threshold 80 % (running; device cpu, from the spec)"
+    )
     assert finding.evidence["mean_util"] == pytest.approx(0.05)
 
 
@@ -208,7 +213,8 @@ def test_an_eval_phase_in_the_window_prevents_the_verdict() -> None:
     for t in (114.0, 115.0, 116.0, 117.0, 118.0):
         acts += m.handle(lines(t, {"step": int(t), "loss": 0.1}))
         acts += m.handle(sample(t, 0.05))
-    assert acts == []  # the eval samples are still inside the 5 s window
+    assert kinds(acts) == ["Notify"]  # only the warning: eval samples are still in the window
+    acts = []
     for t in (119.0, 120.0):
         acts += m.handle(lines(t, {"step": int(t)})) + m.handle(sample(t, 0.05))
     assert kinds(acts) == ["RecordIncident", "Notify", "Terminate"]  # at 120: all train, idle
@@ -222,15 +228,18 @@ def test_gpu_runs_are_judged_on_the_gpu_not_the_cpu() -> None:
         acts += m.handle(lines(t, {"step": i}))
         acts += m.handle(sample(t, 0.01, gpu_busy=0.2, vram_used=GIB, vram_total=8 * GIB))
     [incident] = only(acts, RecordIncident)
-    assert incident.finding.summary == "GPU 20 % over 5 s, threshold 80 %"
+    assert incident.finding.summary == (
+        "GPU 20 % over 5 s, threshold 80 % (device cuda:0, from the spec)"
+    )
 
 
 def test_device_reported_by_the_job_replaces_auto() -> None:
     m = make(device="auto")
-    assert m.device == "cpu"
+    assert (m.device, m.device_by) == ("auto", "not resolved yet")
     m.handle(lines(100.0, {"event": "start", "total_steps": 10, "device": "cuda:0"}))
-    assert m.device == "cuda:0"
-    assert m.progress.snapshot()["device"] == "cuda:0"
+    assert (m.device, m.device_by) == ("cuda:0", "from the start event")
+    snap = m.progress.snapshot()
+    assert (snap["device"], snap["device_by"]) == ("cuda:0", "from the start event")
 
 
 def test_low_ram_while_running_aborts() -> None:
@@ -454,7 +463,7 @@ def test_supervision_lost_stops_the_job_with_the_cause() -> None:
 
 
 def test_absurd_values_in_lines_never_raise() -> None:
-    m = make()
+    m = make(device="auto")  # so that the start event's device is taken
     huge = 10**4000
     acts = m.handle(
         lines(
@@ -476,3 +485,198 @@ def test_absurd_values_in_lines_never_raise() -> None:
     assert len(p.device) == 64 and len(p.phase) == 64
     assert p.step == 3  # neither 2**80 nor the huge one was taken as a step
     assert p.snapshot()["metrics"]["loss"] == math.inf
+
+
+# -- GPU jobs: the device as resolved, judged GPU by GPU ---------------------------------
+
+
+def gpus(
+    sm: dict[int, float], *, held: Sequence[int] = (), util: float = 1.0, mem: float = 0.5
+) -> tuple[GpuReading, ...]:
+    """GPUs at the given SM activity (util pinned), ``held`` by the job, memory ``mem`` full."""
+    return tuple(
+        GpuReading(i, util, b, int(mem * 80 * GIB), 80 * GIB, held=i in held) for i, b in sm.items()
+    )
+
+
+def run_gpu(
+    m: RunMachine,
+    t0: float,
+    until: float,
+    readings: tuple[GpuReading, ...],
+    *,
+    cpu: float = 0.06,
+) -> list[Action]:
+    """A job writing a step a second and sampled once a second, its GPUs read as given."""
+    out: list[Action] = []
+    t = t0
+    while t <= until and not m.done and m.status == "running":
+        out += m.handle(lines(t, {"step": int(t)}))
+        out += m.handle(sample(t, cpu, gpus=readings, cpu_available=cpu))
+        t += 1.0
+    return out
+
+
+def test_auto_resolves_by_nvml_attribution_and_a_busy_gpu_at_low_cpu_runs_on() -> None:
+    m = make(device="auto")
+    assert m.device == "auto"
+    acts = run_gpu(m, 100.0, 101.0, gpus({0: 0.97, 1: 0.0}, held=[0]))
+    assert (m.device, m.device_by) == ("cuda:0", "attributed by NVML")
+    acts += run_gpu(m, 102.0, 140.0, gpus({0: 0.97, 1: 0.0}, held=[0]))
+    assert acts == []  # CPU at 6 % the whole time; GPU 1 idle but not the job's
+    assert m.status == "running"
+    snap = m.progress.snapshot()
+    assert (snap["device"], snap["device_by"]) == ("cuda:0", "attributed by NVML")
+    assert [g["index"] for g in snap["gpus"]] == [0]
+
+
+def test_the_gpu_set_grows_as_ranks_start() -> None:
+    m = make(device="auto")
+    run_gpu(m, 100.0, 103.0, gpus({0: 0.97, 1: 0.0}, held=[0]))
+    assert m.device == "cuda:0"
+    run_gpu(m, 104.0, 105.0, gpus({0: 0.97, 1: 0.95}, held=[0, 1]))
+    assert m.device == "cuda:0,1"
+    assert [g["index"] for g in m.progress.gpus] == [0, 1]
+
+
+def test_auto_without_a_gpu_context_is_cpu_once_the_grace_period_ends() -> None:
+    m = make(device="auto")
+    acts = run_gpu(m, 100.0, 109.0, gpus({0: 0.0}), cpu=0.05)
+    assert m.device == "auto" and acts == []
+    acts = run_gpu(m, 110.0, 130.0, gpus({0: 0.0}), cpu=0.05)
+    assert (m.device, m.device_by) == ("cpu", "no GPU context after the grace period")
+    [incident] = only(acts, RecordIncident)
+    assert incident.finding.summary.endswith(
+        "(running incl. waiting for a CPU; device cpu, no GPU context after the grace period)"
+    )
+
+
+def test_a_gpu_context_after_the_grace_period_makes_it_a_gpu_job() -> None:
+    m = make("watch.min_util=0.04", device="auto")
+    run_gpu(m, 100.0, 111.0, gpus({0: 0.0}), cpu=0.05)
+    assert m.device == "cpu"
+    acts = run_gpu(m, 112.0, 140.0, gpus({0: 0.95}, held=[0]), cpu=0.01)
+    assert (m.device, m.device_by) == ("cuda:0", "attributed by NVML")
+    assert acts == []  # judged by the busy GPU, not by the CPU at 1 %
+
+
+def test_the_start_event_comes_before_attribution() -> None:
+    m = make(device="auto")
+    m.handle(lines(100.0, {"event": "start", "total_steps": 10, "device": "cpu"}))
+    run_gpu(m, 100.0, 102.0, gpus({0: 0.97}, held=[0]))
+    assert (m.device, m.device_by) == ("cpu", "from the start event")
+
+
+def test_one_idle_gpu_of_four_aborts_naming_it_after_the_early_warning() -> None:
+    m = make(device="auto")
+    four = gpus({0: 0.97, 1: 0.04, 2: 0.96, 3: 0.98}, held=[0, 1, 2, 3])
+    acts = run_gpu(m, 100.0, 130.0, four)
+    assert kinds(acts) == ["Notify", "RecordIncident", "Notify", "Terminate"]
+    warning, incident = acts[0], acts[1]
+    assert isinstance(warning, Notify) and warning.alert
+    assert warning.text == (
+        "echo: warning: GPU 1 at 4 % SM activity for 2.5 s (threshold 80 %); "
+        "aborting in 2.5 s unless it recovers"
+    )
+    assert isinstance(incident, RecordIncident)
+    f = incident.finding
+    assert f.summary == (
+        "GPU 1 at 4 % SM activity over 5 s, threshold 80 % "
+        "(mean of 4 GPUs 74 %; device cuda:0,1,2,3, attributed by NVML)"
+    )
+    assert (f.evidence["gpu"], f.evidence["source"]) == (1, "sm_activity")
+    assert f.evidence["device"] == "cuda:0,1,2,3"
+    assert f.evidence["how"] == "attributed by NVML"
+
+
+def test_the_warning_is_sent_once_per_episode_and_rearmed_after_recovery() -> None:
+    m = make("watch.util_window_s=10", device="cuda:0")
+    idle, busy = gpus({0: 0.1}, held=[0]), gpus({0: 1.0}, held=[0])
+    acts = run_gpu(m, 100.0, 115.0, idle)  # warned at 115: grace 10 + half the window
+    assert [a.text for a in only(acts, Notify)] == [
+        "echo: warning: GPU 0 at 10 % SM activity for 5 s (threshold 80 %); "
+        "aborting in 5 s unless it recovers"
+    ]
+    assert run_gpu(m, 116.0, 130.0, busy) == []  # it recovered in time: no abort, re-armed
+    acts = run_gpu(m, 131.0, 136.0, idle)
+    assert kinds(acts) == ["Notify"]  # the second low episode is warned again, once
+    assert "aborting in 5 s unless it recovers" in only(acts, Notify)[0].text
+    acts = run_gpu(m, 137.0, 141.0, idle)
+    assert kinds(acts) == ["RecordIncident", "Notify", "Terminate"]  # a whole window low
+
+
+def test_the_figure_shown_is_the_figure_judged() -> None:
+    # CPU: the rule judges running + waiting (98 %), the status line shows it, with the
+    # plain running share (30 %) beside it, labelled
+    m = make(device="cpu")
+    m.handle(sample(100.0, 0.30, cpu_available=0.98))
+    judged = m._util_samples()[-1]
+    assert (judged.util, judged.source) == (0.98, "running + waiting")
+    snap = m.progress.snapshot()
+    assert (snap["util"], snap["util_source"]) == (judged.util, judged.source)
+    line = progress_line("echo", "running", snap, None)
+    assert "CPU 98% incl. waiting (running 30%)" in line
+    # GPU: SM activity per GPU, util beside it
+    g = make(device="cuda:0")
+    g.handle(sample(100.0, 0.01, gpus=gpus({0: 0.04}, util=1.0, held=[0])))
+    [reading] = g._util_samples()[-1].gpus
+    snap = g.progress.snapshot()
+    assert snap["gpus"][0]["busy"] == reading.busy == 0.04
+    assert snap["util"] == g._util_samples()[-1].util == 0.04
+    assert "GPU0 4% SM (util 100%) 40.0/80.0 GB" in progress_line("echo", "running", snap, None)
+
+
+def test_the_incident_figure_is_the_mean_of_the_figures_shown() -> None:
+    m = make(device="cpu")
+    shown: list[float] = []
+    acts: list[Action] = []
+    for i in range(20):
+        t = 100.0 + i
+        acts += m.handle(lines(t, {"step": i}))
+        acts += m.handle(sample(t, 0.01, cpu_available=0.2 + 0.01 * (i % 3)))
+        shown.append(m.progress.util or 0.0)
+        if m.status != "running":
+            break
+    [incident] = only(acts, RecordIncident)
+    n = incident.finding.evidence["samples"]
+    assert incident.finding.evidence["figure"] == pytest.approx(sum(shown[-n:]) / n, abs=1e-4)
+
+
+def test_a_gpu_job_whose_utilisation_cannot_be_read_is_aborted_with_the_reason() -> None:
+    m = make(device="auto")
+    m.handle(lines(100.0, {"event": "start", "total_steps": 10, "device": "cuda"}))
+    reason = "NVML could not start: NVMLError_DriverNotLoaded: Driver Not Loaded"
+    acts: list[Action] = []
+    for i in range(8):
+        t = 100.0 + i
+        acts += m.handle(lines(t, {"step": i}))
+        acts += m.handle(sample(t, 0.9, gpu_error=reason))
+    assert kinds(acts) == ["RecordIncident", "Notify", "Terminate"]
+    f = only(acts, RecordIncident)[0].finding
+    assert f.rule == "gpu_probe"
+    assert f.summary == f"no readable GPU utilisation for 5 s on cuda: {reason}"
+    assert f.mistake_ids == ("M-015",)
+
+
+def test_an_optional_gpu_probe_warns_once_and_the_run_goes_on() -> None:
+    m = make("watch.gpu_probe=optional", device="cuda:0")
+    acts: list[Action] = []
+    for i in range(30):
+        t = 100.0 + i
+        acts += m.handle(lines(t, {"step": i}))
+        acts += m.handle(sample(t, 0.9, gpu_error="NVML gone"))
+    assert kinds(acts) == ["RecordIncident", "Notify"]
+    assert only(acts, RecordIncident)[0].severity == "warn"
+    assert m.status == "running"
+
+
+def test_gpu_memory_near_the_limit_warns_once_and_never_aborts() -> None:
+    m = make("watch.min_util=0", device="cuda:0")
+    acts = run_gpu(m, 100.0, 130.0, gpus({0: 0.9}, held=[0], mem=0.97))
+    assert kinds(acts) == ["RecordIncident", "Notify"]
+    [incident] = only(acts, RecordIncident)
+    assert incident.finding.rule == "gpu_memory" and incident.severity == "warn"
+    assert incident.finding.summary == "GPU 0 memory 77.6/80.0 GB (97 %), warning at 95 %"
+    assert m.status == "running"
+    snap = m.progress.snapshot()
+    assert (snap["vram_used"], snap["vram_total"]) == (int(0.97 * 80 * GIB), 80 * GIB)
