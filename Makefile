@@ -41,3 +41,17 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+
+# The GPU check (bench/gpu_check.py, issue 11): cp312 manylinux wheels of what the device
+# machine lacks, at the versions this venv has, into bench/wheels/ (gitignored; carry it).
+GPU_WHEELS := bench/wheels
+GPU_PLATFORMS := --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 \
+	--platform manylinux_2_28_x86_64
+
+.PHONY: gpu-wheels
+gpu-wheels: $(STAMP)
+	rm -rf $(GPU_WHEELS)
+	$(BIN)/python -m pip download --quiet --disable-pip-version-check --no-deps \
+		--only-binary=:all: --python-version 3.12 --implementation cp $(GPU_PLATFORMS) \
+		-d $(GPU_WHEELS) $$($(BIN)/python bench/gpu_check.py --pins)
+	$(BIN)/python bench/gpu_check.py --check-wheels
