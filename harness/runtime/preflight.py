@@ -1,5 +1,10 @@
-"""The pre-launch checklist (DESIGN section 5): stale processes, RAM headroom, the
-command, and the spec's preflight commands.
+"""The pre-launch checklist (DESIGN section 5): stale processes, RAM headroom, the GPU
+probe, the command, and the spec's preflight commands.
+
+The GPU probe item: a job declared ``cuda`` (or ``cuda:N``) is refused when NVML cannot
+read its GPUs (or has no GPU N), unless ``watch.gpu_probe = "optional"``, so the
+utilisation rule never fails open. CPU and ``auto`` jobs have no such item (an ``auto``
+job is resolved while it runs, and aborted if it turns out a GPU job nobody can read).
 
 A preflight command speaks a tiny protocol: one line per check, ``PASS name: evidence``
 or ``FAIL name: evidence``, and a non-zero exit when anything failed. Known check names
@@ -17,11 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import mistakes as ml
-from harness.core.rules import check_ram
+from harness.core.rules import check_gpu_probe, check_ram
 from harness.core.spec import RunSpec
 from harness.errors import SpecError
 from harness.runtime import procs
-from harness.runtime.probes import read_ram
+from harness.runtime.probes import GpuProbe, read_ram
 from harness.runtime.specs import resolve_command
 from memory import Store, active_runs, processes_of_finished_runs
 
@@ -133,10 +138,48 @@ def _cwd_check(cwd: str | None) -> CheckItem | None:
     return CheckItem("working directory", True, str(path.absolute()))
 
 
+def _gpu_check(spec: RunSpec, gpu: GpuProbe | None) -> CheckItem | None:
+    """Whether a GPU job's utilisation can be read (``gpu``: the supervisor's probe, else
+    one opened and closed here)."""
+    if not spec.device.startswith("cuda"):
+        return None  # a CPU job, or auto: resolved (and judged) while it runs
+    probe = gpu if gpu is not None else GpuProbe()
+    try:
+        finding = check_gpu_probe(
+            spec.device,
+            spec.watch,
+            available=probe.available,
+            reason=probe.unavailable_reason,
+            count=probe.device_count,
+        )
+    finally:
+        if gpu is None:
+            probe.close()
+    if finding is None:
+        return None
+    return CheckItem(
+        "GPU probe",
+        finding.level != "abort",
+        finding.summary,
+        "gpu_probe",
+        finding.mistake_ids,
+    )
+
+
 def preflight_checks(
-    spec: RunSpec, *, run_dir: Path, run_id: str, store: Store | None, clean: bool
+    spec: RunSpec,
+    *,
+    run_dir: Path,
+    run_id: str,
+    store: Store | None,
+    clean: bool,
+    gpu: GpuProbe | None = None,
 ) -> list[CheckItem]:
-    """The pre-launch checklist. ``clean`` terminates stale processes (else only reports)."""
+    """The pre-launch checklist. ``clean`` terminates stale processes (else only reports).
+
+    ``gpu`` is the probe the run will be watched with; without one, a ``cuda`` spec opens
+    NVML here for the GPU probe item.
+    """
     items: list[CheckItem] = []
     # Stale processes (M-025): only processes the harness started for runs that are over.
     records: list[procs.ProcRecord] = []
@@ -198,6 +241,10 @@ def preflight_checks(
             ml.RULE_LINKS["ram_headroom"],
         )
     )
+    # The GPU probe: a GPU job nobody can judge is refused, not run unwatched.
+    gpu_item = _gpu_check(spec, gpu)
+    if gpu_item is not None:
+        items.append(gpu_item)
     # The command itself.
     try:
         resolve_command(spec.command, run_dir=run_dir)

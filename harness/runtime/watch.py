@@ -35,6 +35,7 @@ from harness.core.machine import (
     Action,
     Exited,
     Finish,
+    GpuReading,
     MetricLines,
     Notify,
     ProbeSample,
@@ -142,6 +143,7 @@ class Watch:
         self._tail = MetricsTail(job.run_dir / METRICS_FILE, root=job.run_dir)
         self._cpu = CpuProbe(job.handle.processes)
         self._state = _State(now, now, now)
+        self._gpu_error = "no GPU probe"  # why there are no GPU readings, when there are none
 
     async def run(self) -> Run:
         loop = asyncio.get_running_loop()
@@ -170,7 +172,8 @@ class Watch:
         try:
             return await self._gpu()
         except Exception as exc:  # no GPU figures, but the job is still watched
-            log.error("watching %s: no GPU probe: %s", self.job.run_id, describe_error(exc))
+            self._gpu_error = f"no GPU probe: {describe_error(exc)}"
+            log.error("watching %s: %s", self.job.run_id, self._gpu_error)
             return None
 
     # -- one iteration --------------------------------------------------------------------
@@ -223,12 +226,36 @@ class Watch:
             c = cpu.sample()
             ram = read_ram()
             busy = vram = vtotal = None
+            readings: tuple[GpuReading, ...] = ()
+            error: str | None = self._gpu_error
             if gpu is not None and gpu.available:
                 pids = [p.pid for p in handle.processes()]
                 g = gpu.sample(pids)
                 busy, vram, vtotal = g.busy, g.mem_used_bytes, g.mem_total_bytes
+                readings = tuple(
+                    GpuReading(
+                        d.index,
+                        d.util,
+                        d.sm_activity,
+                        d.mem_used_bytes,
+                        d.mem_total_bytes,
+                        held=bool(d.job_pids),
+                    )
+                    for d in g.devices
+                )
+                error = None if g.available else (gpu.unavailable_reason or "NVML unavailable")
+            elif gpu is not None:
+                error = gpu.unavailable_reason or "NVML unavailable"
             return ProbeSample(
-                now, c.util, ram.available_bytes, busy, vram, vtotal, c.available_util
+                now,
+                c.util,
+                ram.available_bytes,
+                busy,
+                vram,
+                vtotal,
+                c.available_util,
+                gpus=readings,
+                gpu_error=error,
             )
 
         return await asyncio.to_thread(probe)

@@ -648,3 +648,138 @@ async def test_launch_is_refused_in_one_line_when_the_run_cannot_be_recorded(
     await asyncio.sleep(0.5)
     assert not ran.exists()  # nothing runs unrecorded
     assert sup.running() == []
+
+
+# -- GPU jobs through a fake NVML (tests/fakes/nvml.py, specified against pynvml) --------
+
+
+@contextlib.asynccontextmanager
+async def gpu_supervisor(
+    store: Store, settings: Any, notes: Notes, reaper: Reaper, fake: Any
+) -> Any:
+    """A supervisor whose GPU probe reads ``fake``; every process it started is reaped."""
+    from harness.runtime.probes import GpuProbe
+
+    s = Supervisor(store, settings.paths.runs_dir, notify=notes, gpu=GpuProbe(fake))
+    try:
+        yield s
+    finally:
+        reaper.cleanup()
+        await s.close()
+
+
+GPU_WATCH = {"min_util": 0.5, "util_grace_s": 1.0, "util_window_s": 2.0}
+
+
+@pytest.mark.parametrize("attributed", [True, False])
+async def test_a_gpu_job_at_high_sm_activity_and_low_cpu_is_judged_by_its_gpu(
+    store: Store, settings: Any, notes: Notes, reaper: Reaper, attributed: bool
+) -> None:
+    from tests.fakes.nvml import FakeNvml
+
+    fake = FakeNvml(count=2)
+    fake.compute_pids = {0: [], 1: []}
+    fake.graphics_pids = {0: [], 1: []}
+    fake.util_percent, fake.sm_util_percent = {0: 99, 1: 0}, {0: 97.0}
+    async with gpu_supervisor(store, settings, notes, reaper, fake) as sup:
+        spec = make_spec(job("gpu_like.py", 4), device="auto", watch=GPU_WATCH)
+        run_id = await sup.launch(spec)
+        if attributed:  # the job's process holds a context on GPU 0, as torch would
+            fake.compute_pids[0] = [get_run(store, run_id).pid]
+        run = await finish(sup, run_id)
+
+    progress = run.result["progress"]
+    assert progress["cpu_util"] is not None and progress["cpu_util"] < 0.5  # a sleepy CPU
+    if not attributed:  # without a GPU context the same job is a CPU job, and idle
+        assert run.status == "aborted", run.summary
+        (inc,) = incidents(store, run_id)
+        assert inc.rule == "utilisation"
+        assert "device cpu, no GPU context after the grace period" in inc.summary
+        return
+    assert run.status == "succeeded", run.summary
+    assert incidents(store, run_id) == []
+    assert (progress["device"], progress["device_by"]) == ("cuda:0", "attributed by NVML")
+    [gpu] = progress["gpus"]
+    assert (gpu["index"], gpu["source"], gpu["busy"]) == (0, "sm_activity", 0.97)
+
+
+async def test_one_idle_gpu_of_four_is_warned_then_aborted_naming_it(
+    store: Store, settings: Any, notes: Notes, reaper: Reaper
+) -> None:
+    from tests.fakes.nvml import FakeNvml
+
+    fake = FakeNvml(count=4)
+    fake.compute_pids = {i: [] for i in range(4)}
+    fake.graphics_pids = {i: [] for i in range(4)}
+    fake.util_percent = dict.fromkeys(range(4), 100)  # a kernel always runs on each
+    fake.sm_util_percent = {0: 97.0, 1: 4.0, 2: 96.0, 3: 98.0}  # GPU 1's SMs idle
+    async with gpu_supervisor(store, settings, notes, reaper, fake) as sup:
+        spec = make_spec(job("gpu_like.py", 60), device="cuda", watch=GPU_WATCH)
+        run_id = await sup.launch(spec)
+        pid = get_run(store, run_id).pid
+        fake.compute_pids = {i: [pid] for i in range(4)}  # one rank per GPU
+        run = await finish(sup, run_id)
+
+    assert run.status == "aborted", run.summary
+    (inc,) = incidents(store, run_id)
+    assert inc.rule == "utilisation" and inc.mistake_id == "M-015"
+    assert (inc.evidence["gpu"], inc.evidence["source"]) == (1, "sm_activity")
+    assert inc.evidence["figure"] == pytest.approx(0.04)
+    assert inc.evidence["low_gpus"] == [1]
+    assert inc.summary.startswith("GPU 1 at 4 % SM activity over 2 s, threshold 50 % (")
+    assert "device cuda:0,1,2,3, from the spec" in inc.summary
+    # the early warning, an alert, came before the abort's
+    texts = notes.texts()
+    warned = next(i for i, t in enumerate(texts) if "warning: GPU 1 at 4 % SM activity" in t)
+    aborting = next(i for i, t in enumerate(texts) if ": aborting: GPU 1 at 4 %" in t)
+    assert warned < aborting
+    assert notes.items[warned][1] is True
+    assert "for 1 s (threshold 50 %); aborting in 1 s unless it recovers" in texts[warned]
+
+
+async def test_a_cuda_launch_is_refused_when_nvml_cannot_read_the_gpus(
+    store: Store, settings: Any, notes: Notes, reaper: Reaper, tmp_path: Path
+) -> None:
+    import pynvml
+
+    from tests.fakes.nvml import FakeNvml
+
+    ran = tmp_path / "ran"
+    fake = FakeNvml(init_error=pynvml.NVML_ERROR_DRIVER_NOT_LOADED)
+    async with gpu_supervisor(store, settings, notes, reaper, fake) as sup:
+        spec = make_spec(job("steady.py", "--seconds", 0.5, "--touch", ran), device="cuda")
+        with pytest.raises(LaunchRefused) as refused:
+            await sup.launch(spec)
+        await asyncio.sleep(0.5)
+    assert not ran.exists()  # the job never started
+    assert "GPU probe: cuda needs readable GPU utilisation and NVML could not start" in str(
+        refused.value
+    )
+    with store.read() as session:
+        [row] = session.exec(select(Run)).all()
+    assert row.status == "failed"
+    (inc,) = incidents(store, row.id)
+    assert inc.rule == "gpu_probe" and inc.mistake_id == "M-015"
+    assert "Driver Not Loaded" in inc.summary
+    assert any("launch refused" in t and "GPU probe" in t for t in notes.texts())
+
+
+async def test_an_optional_gpu_probe_runs_the_job_unjudged_with_one_warning(
+    store: Store, settings: Any, notes: Notes, reaper: Reaper
+) -> None:
+    import pynvml
+
+    from tests.fakes.nvml import FakeNvml
+
+    fake = FakeNvml(init_error=pynvml.NVML_ERROR_DRIVER_NOT_LOADED)
+    async with gpu_supervisor(store, settings, notes, reaper, fake) as sup:
+        watch = {**GPU_WATCH, "util_window_s": 1.0, "gpu_probe": "optional"}
+        spec = make_spec(job("gpu_like.py", 3), device="cuda", watch=watch)
+        run = await finish(sup, await sup.launch(spec))
+
+    assert run.status == "succeeded", run.summary
+    (inc,) = incidents(store, run.id)
+    assert inc.rule == "gpu_probe" and inc.severity == "warn"
+    assert inc.summary.startswith("no readable GPU utilisation for 1 s on cuda: NVML could not")
+    [check] = [c for c in run.result["checks"] if c["name"] == "GPU probe"]
+    assert check["passed"] is True and "runs unjudged" in check["evidence"]
