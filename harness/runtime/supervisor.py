@@ -212,8 +212,16 @@ class Supervisor:
             self.notify(f"{spec.name} ({run_id}): launch {summary}", True)
             raise LaunchRefused(summary)
         try:
+            # the probe the run is watched with also decides whether a GPU job can be judged
+            gpu = await self._gpu_probe() if spec.device.startswith("cuda") else None
             items = await asyncio.to_thread(
-                preflight_checks, spec, run_dir=run_dir, run_id=run_id, store=self.store, clean=True
+                preflight_checks,
+                spec,
+                run_dir=run_dir,
+                run_id=run_id,
+                store=self.store,
+                clean=True,
+                gpu=gpu,
             )
         except Exception as exc:  # the store or the OS failed under the checklist
             error = str(exc) if isinstance(exc, HarnessError) else describe_error(exc)
