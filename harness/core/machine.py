@@ -8,9 +8,11 @@ alert, finish the run).
 
 Every event is data from the job or the OS and is not trusted: no value in a metrics
 line, however odd (huge integers, non-finite numbers, very long text), makes ``handle``
-raise. States handled here: ``running -> aborting -> aborted`` and ``running -> succeeded |
-failed``. The earlier states (queued, preflight, starting) and ``lost`` belong to the
-shell, which decides them before or instead of a machine.
+raise. The utilisation rules, with the device they judge and the state they keep between
+events, are :class:`~harness.core.utilisation.UtilWatch`. States handled here:
+``running -> aborting -> aborted`` and ``running -> succeeded | failed``. The earlier
+states (queued, preflight, starting) and ``lost`` belong to the shell, which decides them
+before or instead of a machine.
 """
 
 from __future__ import annotations
@@ -22,22 +24,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
-from harness.core.devices import GpuReading, Resolver
+from harness.core.devices import GpuReading
 from harness.core.rules import (
     Finding,
     GateResult,
-    UtilSample,
     check_gates,
     check_gpu_memory,
-    check_gpu_readable,
     check_metrics_file,
     check_nonfinite,
     check_ram,
     check_stall,
-    check_utilisation,
-    warn_utilisation,
 )
 from harness.core.spec import RunSpec
+from harness.core.utilisation import UtilWatch
 from harness.core.values import as_float
 from memory import TERMINAL, clip
 
@@ -162,18 +161,6 @@ Action = Terminate | RecordIncident | Notify | Finish
 # -- the machine ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Observed:
-    """One probe sample as kept for the utilisation rule, whichever device it judges."""
-
-    t: float
-    phase: str
-    cpu: float | None  # the CPU figure the rule judges (running + waiting, else running)
-    cpu_source: str
-    gpus: tuple[GpuReading, ...]
-    gpu_busy: float | None  # the probe's mean, for samples without per-GPU readings
-
-
 @dataclass
 class Progress:
     """What is known of the run now; the status line and the heartbeat read it."""
@@ -256,16 +243,12 @@ class RunMachine:
         self.started_at = started_at
         self.status = "running"
         self.abort_reason: str | None = None
-        self._resolver = Resolver(spec.device, started_at=started_at, grace_s=self.cfg.util_grace_s)
+        self.util = UtilWatch(spec.device, self.cfg, started_at=started_at)
         self.progress = Progress(
-            device=self._resolver.label, device_by=self._resolver.how, last_line_at=started_at
+            device=self.util.device, device_by=self.util.device_by, last_line_at=started_at
         )
-        self._observed: deque[_Observed] = deque()
         self._warned: set[str] = set()
         self._bad_files: set[str] = set()  # what was found in place of metrics.jsonl
-        self._util_warned = False  # the early warning of this low episode was sent
-        self._blind_since: float | None = None  # a GPU job's utilisation unreadable since
-        self._blind_reason = ""
 
     @property
     def done(self) -> bool:
@@ -274,17 +257,15 @@ class RunMachine:
     @property
     def device(self) -> str:
         """The device as resolved (``cuda:0,1``, ``cpu``; ``auto`` while unresolved)."""
-        return self._resolver.label
+        return self.util.device
 
     @property
     def device_by(self) -> str:
         """How the device was resolved (``attributed by NVML``, ``from the spec``, ...)."""
-        return self._resolver.how
+        return self.util.device_by
 
-    def _device_changed(self) -> None:
+    def _show_device(self) -> None:
         self.progress.device, self.progress.device_by = self.device, self.device_by
-        self._util_warned = False
-        self._blind_since = None
 
     def handle(self, event: Event) -> list[Action]:
         if self.done:
@@ -350,8 +331,9 @@ class RunMachine:
             if _is_count(total) and total > 0:
                 p.total_steps = total
             named = rec.get("device")
-            if isinstance(named, str) and self._resolver.on_start_event(clip(named, _LABEL_CHARS)):
-                self._device_changed()
+            if isinstance(named, str):
+                self.util.start_event(clip(named, _LABEL_CHARS))
+                self._show_device()
         elif event == "phase" and isinstance(rec.get("phase"), str):
             p.phase = clip(rec["phase"], _LABEL_CHARS)
         elif event == "end":
@@ -382,118 +364,47 @@ class RunMachine:
 
     def _on_sample(self, ev: ProbeSample) -> list[Action]:
         p = self.progress
-        p.cpu_util, p.cpu_available, p.ram_available = (
-            ev.cpu_util,
-            ev.cpu_available,
-            ev.ram_available,
+        p.cpu_util, p.cpu_available = ev.cpu_util, ev.cpu_available
+        p.ram_available = ev.ram_available
+        shown = self.util.observe(
+            ev.t,
+            p.phase,
+            cpu_util=ev.cpu_util,
+            cpu_available=ev.cpu_available,
+            gpus=ev.gpus,
+            gpu_busy=ev.gpu_busy,
+            vram_used=ev.vram_used,
+            vram_total=ev.vram_total,
+            gpu_error=ev.gpu_error,
         )
-        if self._resolver.on_readings(ev.t, ev.gpus):
-            self._device_changed()
-        cpu, source = ev.cpu_available, "running + waiting"
-        if cpu is None:
-            cpu, source = ev.cpu_util, "running" if ev.cpu_util is not None else ""
-        self._observed.append(_Observed(ev.t, p.phase, cpu, source, ev.gpus, ev.gpu_busy))
-        horizon = ev.t - self.cfg.util_window_s - 2 * self.cfg.sample_every_s
-        while self._observed and self._observed[0].t < horizon:
-            self._observed.popleft()
-        judged = self._show(ev, cpu, source)
-        actions: list[Action] = []
+        self._show_device()
+        p.util, p.util_source, p.gpus = shown.util, shown.source, shown.gpus
+        p.gpu_busy, p.vram_used, p.vram_total = shown.gpu_busy, shown.vram_used, shown.vram_total
         if ev.ram_available is not None:
             ram = check_ram(ev.ram_available, self.cfg, before_launch=False)
             if ram.level == "abort":
                 return self._abort(ram)
-        if self._resolver.gpu:
-            readable = any(g.busy is not None for g in judged) or (
-                not ev.gpus and ev.gpu_busy is not None
-            )
-            if readable:
-                self._blind_since = None
-            elif self._blind_since is None:
-                self._blind_since = ev.t
-                self._blind_reason = ev.gpu_error or f"NVML gave no utilisation for {self.device}"
-            memory = check_gpu_memory(judged, self.cfg)
-            if memory is not None:
-                actions += self._warn_once(memory)
+        actions: list[Action] = []
+        memory = check_gpu_memory(shown.judged, self.cfg)
+        if memory is not None:
+            actions += self._warn_once(memory)
         return actions + self._on_tick(ev.t)
-
-    def _show(self, ev: ProbeSample, cpu: float | None, source: str) -> tuple[GpuReading, ...]:
-        """Put what the rule judges in the progress the status line shows; the judged GPUs."""
-        p = self.progress
-        p.gpu_busy, p.vram_used, p.vram_total = ev.gpu_busy, ev.vram_used, ev.vram_total
-        if not self._resolver.gpu:
-            p.util, p.util_source, p.gpus = cpu, source, []
-            return ()
-        judged = self._resolver.judged(ev.t, ev.gpus)
-        if ev.gpus:
-            p.gpu_busy = _mean([g.busy for g in judged])
-            p.vram_used = _total([g.mem_used for g in judged])
-            p.vram_total = _total([g.mem_total for g in judged])
-        sources = {g.source for g in judged if g.source}
-        p.util = p.gpu_busy
-        p.util_source = sources.pop() if len(sources) == 1 else ("mixed" if sources else "")
-        p.gpus = [
-            {
-                "index": g.index,
-                "busy": g.busy,
-                "source": g.source,
-                "util": g.util,
-                "sm_activity": g.sm_activity,
-                "mem_used": g.mem_used,
-                "mem_total": g.mem_total,
-            }
-            for g in judged
-        ]
-        return judged
-
-    def _util_samples(self) -> list[UtilSample]:
-        """The kept samples as the utilisation rule sees them for the device as resolved."""
-        if not self._resolver.gpu:
-            return [UtilSample(o.t, o.cpu, o.phase, (), o.cpu_source) for o in self._observed]
-        out = []
-        for o in self._observed:
-            gpus = self._resolver.judged(o.t, o.gpus) if o.gpus else ()
-            util = _mean([g.busy for g in gpus]) if o.gpus else o.gpu_busy
-            out.append(UtilSample(o.t, util, o.phase, gpus))
-        return out
 
     def _on_tick(self, now: float) -> list[Action]:
         if self.status != "running":
             return []
-        if self._resolver.on_time(now):
-            self._device_changed()
         stall = check_stall(self.progress.last_line_at, now=now, cfg=self.cfg)
         if stall is not None:
             return self._abort(stall)
-        if self._resolver.gpu:
-            blind = check_gpu_readable(
-                self._blind_since,
-                now=now,
-                cfg=self.cfg,
-                device=self.device,
-                reason=self._blind_reason,
-            )
-            if blind is not None and blind.level == "abort":
-                return self._abort(blind)
-            if blind is not None:
-                return self._warn_once(blind)
-        samples, device, how = self._util_samples(), self.device, self.device_by
-        util = check_utilisation(
-            samples, now=now, started_at=self.started_at, cfg=self.cfg, device=device, how=how
-        )
-        if util is not None and util.level == "abort":
-            return self._abort(util)
-        early = warn_utilisation(
-            samples, now=now, started_at=self.started_at, cfg=self.cfg, device=device, how=how
-        )
-        if early is None:
-            return []
-        if early.level == "ok":
-            self._util_warned = False  # recovered: the next low episode is warned again
-            return []
-        if self._util_warned:
-            return []
-        self._util_warned = True
-        return [Notify(f"{self.spec.name}: warning: {early.summary}", alert=True)]
+        verdict = self.util.decide(now)
+        self._show_device()
+        if verdict.abort is not None:
+            return self._abort(verdict.abort)
+        if verdict.warn is not None:
+            return self._warn_once(verdict.warn)
+        if verdict.alert is not None:
+            return [Notify(f"{self.spec.name}: warning: {verdict.alert.summary}", alert=True)]
+        return []
 
     # -- decisions --------------------------------------------------------------------
 
@@ -570,17 +481,6 @@ class RunMachine:
             for r in failed
         ]
         return [*actions, Finish("failed", summary, result), Notify(f"{self.spec.name}: {summary}")]
-
-
-def _mean(values: Sequence[float | None]) -> float | None:
-    known = [v for v in values if v is not None]
-    return sum(known) / len(known) if known else None
-
-
-def _total(values: Sequence[int | None]) -> int | None:
-    if not values or any(v is None for v in values):
-        return None
-    return sum(v for v in values if v is not None)
 
 
 def _is_count(v: Any) -> TypeGuard[int]:

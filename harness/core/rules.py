@@ -4,6 +4,23 @@ Each rule takes what the supervisor has observed and a clock value and returns a
 :class:`Finding` (or None when it has nothing to say yet). No I/O, no clock reads: the
 state machine and the tests call them with plain values. Every finding carries the
 numbers that decided it and the mistake ids it guards against.
+
+Utilisation (M-015, M-035), judged on the device as resolved (the order is in
+:mod:`harness.core.devices`: the spec, the start event, NVML attribution, else CPU after
+the grace period):
+
+- no verdict during ``util_grace_s``, with any non-train sample in the window, or before
+  the window is covered by samples;
+- a GPU job GPU by GPU: every GPU it holds must meet ``min_util`` on its own, on SM
+  activity where the GPU gives it, else NVML util; the finding names the lowest GPU, its
+  figure, which figure it is, and the mean of all (one idle GPU of eight is caught);
+- a CPU job on the share of its CPUs the tree wanted (running plus waiting for a CPU);
+- both halves of the window must be low: :func:`warn_utilisation` (the last half alone)
+  fires half a window before :func:`check_utilisation` would abort, with the time left.
+
+A GPU job whose utilisation cannot be read is refused (:func:`check_gpu_probe`) or
+aborted (:func:`check_gpu_readable`) unless ``watch.gpu_probe = "optional"``; a GPU
+above ``watch.gpu_mem_warn`` of its memory warns (:func:`check_gpu_memory`).
 """
 
 from __future__ import annotations

@@ -685,7 +685,9 @@ async def test_a_gpu_job_at_high_sm_activity_and_low_cpu_is_judged_by_its_gpu(
         spec = make_spec(job("gpu_like.py", 4), device="auto", watch=GPU_WATCH)
         run_id = await sup.launch(spec)
         if attributed:  # the job's process holds a context on GPU 0, as torch would
-            fake.compute_pids[0] = [get_run(store, run_id).pid]
+            pid = get_run(store, run_id).pid
+            assert pid is not None
+            fake.compute_pids[0] = [pid]
         run = await finish(sup, run_id)
 
     progress = run.result["progress"]
@@ -717,6 +719,7 @@ async def test_one_idle_gpu_of_four_is_warned_then_aborted_naming_it(
         spec = make_spec(job("gpu_like.py", 60), device="cuda", watch=GPU_WATCH)
         run_id = await sup.launch(spec)
         pid = get_run(store, run_id).pid
+        assert pid is not None
         fake.compute_pids = {i: [pid] for i in range(4)}  # one rank per GPU
         run = await finish(sup, run_id)
 

@@ -610,7 +610,7 @@ def test_the_figure_shown_is_the_figure_judged() -> None:
     # plain running share (30 %) beside it, labelled
     m = make(device="cpu")
     m.handle(sample(100.0, 0.30, cpu_available=0.98))
-    judged = m._util_samples()[-1]
+    judged = m.util.samples()[-1]
     assert (judged.util, judged.source) == (0.98, "running + waiting")
     snap = m.progress.snapshot()
     assert (snap["util"], snap["util_source"]) == (judged.util, judged.source)
@@ -619,10 +619,10 @@ def test_the_figure_shown_is_the_figure_judged() -> None:
     # GPU: SM activity per GPU, util beside it
     g = make(device="cuda:0")
     g.handle(sample(100.0, 0.01, gpus=gpus({0: 0.04}, util=1.0, held=[0])))
-    [reading] = g._util_samples()[-1].gpus
+    [reading] = g.util.samples()[-1].gpus
     snap = g.progress.snapshot()
     assert snap["gpus"][0]["busy"] == reading.busy == 0.04
-    assert snap["util"] == g._util_samples()[-1].util == 0.04
+    assert snap["util"] == g.util.samples()[-1].util == 0.04
     assert "GPU0 4% SM (util 100%) 40.0/80.0 GB" in progress_line("echo", "running", snap, None)
 
 
