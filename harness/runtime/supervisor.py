@@ -178,7 +178,7 @@ class Supervisor:
         all, and ``SpecError`` for a program that does not exist or a launcher this
         version does not have.
         """
-        launcher = launcher_for(spec.launcher)
+        launcher = launcher_for(spec.launcher, torchrun=spec.torchrun)
         run_id = new_run_id(spec.name)
         runs_dir = self.runs_dir.resolve()
         run_dir = (runs_dir / run_id).resolve()
@@ -382,7 +382,8 @@ class Supervisor:
                 spec = RunSpec.model_validate(row.spec)
                 rec = procs.ProcRecord(row.pid, row.create_time, row.id)
                 run_dir = Path(row.run_dir)
-                handle = launcher_for(spec.launcher).adopt(rec, run_dir)
+                launcher = launcher_for(spec.launcher, torchrun=spec.torchrun)
+                handle = launcher.adopt(rec, run_dir)
                 started = row.started_at or time.time()
                 writer = self._writer(row.id, run_dir)
                 job = Job(row.id, spec, run_dir, handle, started, row, writer)

@@ -377,6 +377,7 @@ def _rank_rate(rank: int, path: Path, limit: int) -> RankRate:
     if not steps:
         return RankRate(rank, None, None, {}, None)
     (t0, s0, _), (t1, s1, _) = steps[0], steps[-1]
+    t1 = min(t for t, s, _ in steps if s == s1)  # an eval line repeats its step, later
     rate = (s1 - s0) / (t1 - t0) if t1 > t0 and s1 > s0 else None
     numbers: dict[str, float] = {}  # the latest value of each (an eval line has no rate)
     for _, _, rec in steps:

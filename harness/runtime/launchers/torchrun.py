@@ -32,7 +32,8 @@ What torchrun does, read in ``torch/distributed/elastic`` (torch 2.13) and check
 
 Per-rank output: ``--log-dir <run dir>/ranks --tee 3`` keeps each rank's stdout and stderr
 in ``ranks/<rendezvous id>_<random>/attempt_<n>/<local rank>/{stdout,stderr}.log`` and
-copies them, each line prefixed ``[default<local rank>]:``, to the run's ``stdout.log`` and ``stderr.log``.
+copies them, each line prefixed ``[default<local rank>]:``, to the run's ``stdout.log``
+and ``stderr.log``.
 :func:`rank_logs` finds them (``harness logs RUN --rank R``).
 """
 
@@ -63,7 +64,8 @@ __all__ = [
     "TorchrunJob",
     "TorchrunLauncher",
     "describe_failure",
-    "parse_root_cause",
+    "first_failure",
+    "parse_report",
     "rank_logs",
     "torchrun_argv",
 ]
@@ -153,13 +155,14 @@ def torchrun_argv(
 
 @dataclass(frozen=True)
 class RankFailure:
-    """The first failure of a torchrun job, from its "Root Cause" report."""
+    """One failed rank, from torchrun's failure report."""
 
     rank: int
     local_rank: int
     exitcode: int
     pid: int | None
-    message: str  # the report's last traceback line ("" when it has none worth showing)
+    time: str  # as torchrun prints it, to the second
+    message: str  # the entry's last traceback line ("" when it has none worth showing)
 
     @property
     def how(self) -> str:
@@ -170,33 +173,76 @@ class RankFailure:
                 return f"killed by signal {-self.exitcode}"
         return f"exit code {self.exitcode}"
 
-
-_ROOT = re.compile(r"Root Cause \(first observed failure\):\n(?P<block>.*?)\n={8,}", re.S)
-_RANK = re.compile(r"^\s*rank\s*:\s*(\d+)\s*\(local_rank:\s*(\d+)\)", re.M)
-_EXIT = re.compile(r"^\s*exitcode\s*:\s*(-?\d+)\s*\(pid:\s*(\d+)\)", re.M)
-_TRACE = re.compile(r"^\s*traceback\s*:\s*(.*)", re.M | re.S)
-_NO_MESSAGE = ("To enable traceback", "Signal ", "<N/A>")
+    @property
+    def signalled(self) -> bool:
+        """Killed by a signal torchrun does not send itself (it stops ranks with SIGTERM)."""
+        return self.exitcode < 0 and -self.exitcode != signal.SIGTERM
 
 
-def parse_root_cause(text: str) -> RankFailure | None:
-    """The last "Root Cause (first observed failure)" report in torchrun's stderr, or None."""
-    found = list(_ROOT.finditer(text))
-    if not found:
-        return None
-    block = found[-1]["block"]
-    rank, code = _RANK.search(block), _EXIT.search(block)
+_REPORT = re.compile(
+    r"Failures:\n(?P<others>.*?)\n-{8,}\nRoot Cause \(first observed failure\):\n"
+    r"(?P<root>.*?)\n={8,}",
+    re.S,
+)
+_ENTRY = re.compile(r"^\[\d+\]:$", re.M)
+_FIELD = re.compile(r"^  (\w+)\s*: ?(.*)$")
+
+
+def _entry(text: str) -> RankFailure | None:
+    fields: dict[str, list[str]] = {}
+    key = ""
+    for line in text.splitlines():
+        m = _FIELD.match(line) if key != "traceback" else None
+        if m is not None:
+            key = m[1]
+            fields[key] = [m[2]]
+        elif key:
+            fields[key].append(line)  # a traceback runs over several lines, to the end
+    rank = re.match(r"(\d+) \(local_rank: (\d+)\)", " ".join(fields.get("rank", [])))
+    code = re.match(r"(-?\d+) \(pid: (\d+)\)", " ".join(fields.get("exitcode", [])))
     if rank is None or code is None:
         return None
-    trace = _TRACE.search(block)
-    lines = [ln.strip() for ln in (trace[1] if trace else "").splitlines() if ln.strip()]
-    message = lines[-1] if lines and not lines[-1].startswith(_NO_MESSAGE) else ""
+    trace = [ln.strip() for ln in fields.get("traceback", []) if ln.strip()]
+    message = trace[-1] if trace and not trace[-1].startswith(_NO_MESSAGE) else ""
     return RankFailure(
         rank=int(rank[1]),
         local_rank=int(rank[2]),
         exitcode=int(code[1]),
         pid=int(code[2]),
+        time=" ".join(fields.get("time", [])).strip(),
         message=message[:300],
     )
+
+
+_NO_MESSAGE = ("To enable traceback", "Signal ", "<N/A>")
+
+
+def parse_report(text: str) -> list[RankFailure]:
+    """The failed ranks in torchrun's last failure report: its root cause first; [] if none."""
+    found = list(_REPORT.finditer(text))
+    if not found:
+        return []
+    report = found[-1]
+    entries = [report["root"], *_ENTRY.split(report["others"])]
+    failures = [f for f in (_entry(e) for e in entries if e.strip()) if f is not None]
+    return failures if failures and report["root"].strip() else []
+
+
+def first_failure(failures: Sequence[RankFailure]) -> RankFailure | None:
+    """The failure that most likely caused the others.
+
+    torchrun's "first observed" is the earliest timestamp, to the second, ties broken by
+    rank: a rank SIGKILLed and the rank whose collective then broke often fail in the
+    same second. A rank killed by a signal (other than torchrun's own SIGTERM) in the
+    root cause's second is taken as the cause instead.
+    """
+    if not failures:
+        return None
+    root = failures[0]
+    if root.signalled:
+        return root
+    same = [f for f in failures[1:] if f.time == root.time and f.signalled]
+    return same[0] if same else root
 
 
 def rank_logs(run_dir: Path, rank: int, stream: str = "stdout") -> list[Path]:
@@ -220,12 +266,13 @@ def _attempts(run_dir: Path) -> int:
 def describe_failure(run_dir: Path, stderr: str, max_restarts: int | None = None) -> str | None:
     """One line on how a torchrun job failed, from its report; None when it has none.
 
-    ``rank 1 failed first (local rank 1, pid 4242): killed by SIGKILL; torchrun stopped
-    the other ranks; 1 restart of the group used (max_restarts 1)``. A rank that exited
-    with an error and left no traceback in the report is described by the last line of
-    its own stderr log.
+    ``rank 1 failed first (local rank 1, pid 4242): killed by SIGKILL; then rank 0:
+    killed by SIGTERM; 1 restart of the group used (max_restarts 1)`` (torchrun stops the
+    other ranks with SIGTERM). A rank that exited with an error and left no traceback in
+    the report is described by the last line of its own stderr log.
     """
-    failure = parse_root_cause(stderr)
+    failures = parse_report(stderr)
+    failure = first_failure(failures)
     if failure is None:
         return None
     message = failure.message
@@ -238,8 +285,10 @@ def describe_failure(run_dir: Path, stderr: str, max_restarts: int | None = None
     text = (
         f"rank {failure.rank} failed first (local rank {failure.local_rank}{pid}): {failure.how}"
         + (f": {message}" if message else "")
-        + "; torchrun stopped the other ranks"
     )
+    others = [f for f in failures if f is not failure]
+    if others:
+        text += "; then " + ", ".join(f"rank {f.rank}: {f.how}" for f in others)
     restarts = _attempts(run_dir) - 1
     if restarts > 0 or max_restarts:
         used = f"{restarts} restart{'s' * (restarts != 1)} of the group used"
