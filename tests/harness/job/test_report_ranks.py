@@ -18,9 +18,9 @@ def test_each_rank_other_than_0_writes_its_own_file(tmp_path: Path) -> None:
             rep.step(5, samples_per_s=100.0 + int(rank))
     main = tmp_path / "metrics.jsonl"
     assert json.loads(main.read_text())["samples_per_s"] == 100.0
-    for rank in (1, 3):
-        line = (tmp_path / f"metrics.rank{rank}.jsonl").read_text()
-        assert json.loads(line)["samples_per_s"] == 100.0 + rank
+    for n in (1, 3):
+        line = (tmp_path / f"metrics.rank{n}.jsonl").read_text()
+        assert json.loads(line)["samples_per_s"] == 100.0 + n
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "metrics.jsonl",
         "metrics.rank1.jsonl",

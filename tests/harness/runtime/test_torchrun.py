@@ -11,8 +11,9 @@ import re
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -214,7 +215,7 @@ def test_rank_logs_come_one_per_attempt_in_order(tmp_path: Path) -> None:
 # -- per-rank metrics ----------------------------------------------------------------------
 
 
-def _write(path: Path, *records: dict[str, object]) -> None:
+def _write(path: Path, *records: Mapping[str, object]) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
 
 
@@ -259,7 +260,7 @@ class Started:
         self.tmp = tmp
         self.jobs: list[TorchrunJob] = []
 
-    def start(self, *args: str, use_cgroups: bool = False, **table: int) -> TorchrunJob:
+    def start(self, *args: str, use_cgroups: bool = False, **table: Any) -> TorchrunJob:
         run_id = f"test-{uuid.uuid4().hex[:12]}"
         run_dir = self.tmp / run_id
         run_dir.mkdir()
