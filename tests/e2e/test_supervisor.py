@@ -671,9 +671,36 @@ async def gpu_supervisor(
 GPU_WATCH = {"min_util": 0.5, "util_grace_s": 1.0, "util_window_s": 2.0}
 
 
+async def _status_line(
+    store: Store,
+    settings: Any,
+    run_id: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> str:
+    """``harness status RUN`` once the running job's progress shows its GPU's SM activity."""
+    from harness.cli.main import main
+
+    def judged_on_sm_activity() -> bool:  # GPM gives SM activity from its second reading
+        gpus = (get_run(store, run_id).progress or {}).get("gpus") or []
+        return bool(gpus) and gpus[0]["source"] == "sm_activity"
+
+    await await_for(judged_on_sm_activity, 10)
+    monkeypatch.setenv("HARNESS_HOME", str(settings.paths.home))
+    capsys.readouterr()
+    assert main(["status", run_id]) == 0
+    return capsys.readouterr().out.splitlines()[0]
+
+
 @pytest.mark.parametrize("attributed", [True, False])
 async def test_a_gpu_job_at_high_sm_activity_and_low_cpu_is_judged_by_its_gpu(
-    store: Store, settings: Any, notes: Notes, reaper: Reaper, attributed: bool
+    store: Store,
+    settings: Any,
+    notes: Notes,
+    reaper: Reaper,
+    attributed: bool,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     from tests.fakes.nvml import FakeNvml
 
@@ -682,12 +709,13 @@ async def test_a_gpu_job_at_high_sm_activity_and_low_cpu_is_judged_by_its_gpu(
     fake.graphics_pids = {0: [], 1: []}
     fake.util_percent, fake.sm_util_percent = {0: 99, 1: 0}, {0: 97.0}
     async with gpu_supervisor(store, settings, notes, reaper, fake) as sup:
-        spec = make_spec(job("gpu_like.py", 4), device="auto", watch=GPU_WATCH)
+        spec = make_spec(job("gpu_like.py", 5), device="auto", watch=GPU_WATCH)
         run_id = await sup.launch(spec)
         if attributed:  # the job's process holds a context on GPU 0, as torch would
             pid = get_run(store, run_id).pid
             assert pid is not None
             fake.compute_pids[0] = [pid]
+            shown = await _status_line(store, settings, run_id, monkeypatch, capsys)
         run = await finish(sup, run_id)
 
     progress = run.result["progress"]
@@ -703,6 +731,8 @@ async def test_a_gpu_job_at_high_sm_activity_and_low_cpu_is_judged_by_its_gpu(
     assert (progress["device"], progress["device_by"]) == ("cuda:0", "attributed by NVML")
     [gpu] = progress["gpus"]
     assert (gpu["index"], gpu["source"], gpu["busy"]) == (0, "sm_activity", 0.97)
+    # while it ran, harness status showed the device as resolved and the GPU as judged
+    assert "  cuda:0 (attributed by NVML)  GPU0 97% SM (util 99%) 3.0/80.0 GB  " in shown
 
 
 async def test_one_idle_gpu_of_four_is_warned_then_aborted_naming_it(
