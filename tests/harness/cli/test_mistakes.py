@@ -130,7 +130,7 @@ def test_add_incidents_resolve_checklist(home: Path, capsys: pytest.CaptureFixtu
     assert code == 1 and "999" in err
     code, out, _ = run(capsys, "checklist", "--json")
     items = json.loads(out)
-    assert code == 0 and any(i["enforced_by"] == ["utilisation"] for i in items)
+    assert code == 0 and any(i["enforced_by"] == ["utilisation", "gpu_probe"] for i in items)
 
 
 def test_console_script_exit_code(home: Path) -> None:
