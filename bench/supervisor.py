@@ -1,7 +1,7 @@
 """Supervisor benchmarks (issue 3): supervision overhead and detection latency.
 
     .venv/bin/python bench/supervisor.py [--pairs 5] [--work-s 3] [--repeats 3]
-        [--ddp-pairs 5] [--ddp-steps 100] [--only overhead detect torchrun]
+        [--ddp-pairs 6] [--ddp-steps 100] [--only overhead detect torchrun]
 
 1. Overhead. A CPU-bound reference job (stdlib: a fixed number of loop iterations split
    over 2 worker processes, a metrics line every 0.25 s through ``harness.report``) runs
@@ -20,9 +20,10 @@
    steps without evaluation or checkpoints, run by plain ``torchrun --standalone
    --nproc-per-node 2 -m model.train ...`` and by the supervisor with ``launcher =
    "torchrun"`` (the wrapper, per-rank logs teed by torchrun, tailing, probes, SQLite),
-   alternated. The throughput ratio is bare training time / supervised training time,
-   each from rank 0's own metrics (first ``train`` phase line to the last step line),
-   median over the pairs (target >= 0.98).
+   alternated (bare first in odd pairs, supervised first in even ones). The throughput
+   ratio is bare training time / supervised training time, each from rank 0's own metrics
+   (first ``train`` phase line to the last step line), median over the pairs (target
+   >= 0.98).
 
 The machine may be shared with other work: the load average is printed with each table.
 The job modes (``--job overhead|nan|stall|idle``) are this same file run as a child.
@@ -500,7 +501,8 @@ async def torchrun_overhead(args: argparse.Namespace, tmp: Path) -> None:
     try:
         await run_bare_torchrun(train, tmp, 0)  # generates the data; not measured
         for i in range(1, args.ddp_pairs + 1):
-            bare_train, bare_wall = await run_bare_torchrun(train, tmp, i)
+            if i % 2:  # the order alternates, so neither side always runs on a warmer machine
+                bare_train, bare_wall = await run_bare_torchrun(train, tmp, i)
             t0, c0 = time.perf_counter(), cpu_self_s()
             run = await sup.wait(await sup.launch(spec, source="bench"))
             sup_wall = time.perf_counter() - t0
@@ -508,6 +510,8 @@ async def torchrun_overhead(args: argparse.Namespace, tmp: Path) -> None:
             if run.status != "succeeded":
                 raise RuntimeError(f"supervised torchrun job: {run.summary}")
             sup_train = train_s(Path(run.run_dir) / "metrics.jsonl")
+            if not i % 2:
+                bare_train, bare_wall = await run_bare_torchrun(train, tmp, i)
             ratios.append(bare_train / sup_train)
             rows.append((i, bare_train, sup_train, bare_wall, sup_wall))
     finally:
@@ -563,7 +567,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work-s", type=float, default=3.0, help="seconds of work per worker")
     ap.add_argument("--repeats", type=int, default=3, help="runs per detection case")
     ap.add_argument("--only", nargs="+", default=["overhead", "detect", "torchrun"])
-    ap.add_argument("--ddp-pairs", type=int, default=5, help="torchrun pairs (bare, supervised)")
+    ap.add_argument("--ddp-pairs", type=int, default=6, help="torchrun pairs (bare, supervised)")
     ap.add_argument("--ddp-steps", type=int, default=100, help="training steps per torchrun run")
     ap.add_argument("--job", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
