@@ -764,7 +764,7 @@ def job_sample(out: Path, pid: int, seconds: float) -> int:
     """GpuProbe every 0.5 s, one JSON line per reading, until ``pid`` ends or SIGTERM."""
     import psutil
 
-    from harness.runtime.probes import GpuProbe, process_tree
+    from harness.runtime import GpuProbe, process_tree
 
     stop: list[bool] = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
@@ -808,9 +808,8 @@ def job_sample(out: Path, pid: int, seconds: float) -> int:
 def job_inspect(checks: list[list[str]]) -> int:
     """One JSON line: harness version, presets, each spec (+ overrides) validated, NVML."""
     import harness
-    from harness.core.spec import apply_overrides
-    from harness.runtime.probes import GpuProbe
-    from harness.runtime.specs import list_presets, load_spec
+    from harness.core import apply_overrides
+    from harness.runtime import GpuProbe, list_presets, load_spec
 
     result: dict[str, Any] = {"harness": harness.__version__, "presets": sorted(list_presets(None))}
     specs: dict[str, str] = {}
