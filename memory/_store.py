@@ -33,6 +33,7 @@ import os
 import sqlite3
 import stat
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -76,13 +77,32 @@ def _clean_row(row: Any) -> Any:
     return row
 
 
+def _use_wal(cur: sqlite3.Cursor, timeout_s: float) -> None:
+    """Put the file in WAL mode (once: the mode is kept in the file).
+
+    Switching a new file to WAL takes a lock for which SQLite does not wait (no busy
+    handler): two processes opening a fresh database at once see "database is locked" at
+    once. So the switch is retried here, for up to the busy timeout.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if str(cur.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                cur.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.02)
+
+
 def _configure(engine: Engine, busy_timeout_s: float) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves, see module doc
         cur = dbapi_conn.cursor()
         cur.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
-        cur.execute("PRAGMA journal_mode = WAL")
+        _use_wal(cur, busy_timeout_s)
         cur.execute("PRAGMA synchronous = NORMAL")  # durable across process crashes in WAL
         cur.execute("PRAGMA foreign_keys = ON")
         cur.close()
