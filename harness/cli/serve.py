@@ -17,7 +17,7 @@ from harness.daemon.client import DaemonClient
 from harness.daemon.serve import daemon_info, serve_forever
 from harness.daemon.service import Service
 from harness.errors import UsageError
-from memory import InvalidTextError, check_text, clean_text, json_safe, one_line
+from memory import InvalidTextError, check_text, clean_text, one_line
 from sidecar import (
     RateLimitFilter,
     drop_messages,
@@ -140,7 +140,7 @@ def cmd_messages(args: argparse.Namespace) -> int:
         rows = list_messages(session=s, state=state, limit=args.limit)
         data = [m.model_dump() for m in rows]
     if args.json:
-        emit_json(json_safe(data))
+        emit_json(data)  # strict JSON: cleaned and made finite by emit_json
         return EXIT_OK
     if not data:
         print("no messages")

@@ -11,11 +11,13 @@ waiting share), with the other figure beside it, labelled: ``GPU1 97% SM (util 1
 from __future__ import annotations
 
 import math
+import signal
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 __all__ = [
     "duration",
+    "exit_status",
     "gb",
     "key_metric_of",
     "percent",
@@ -151,3 +153,13 @@ def progress_line(name: str, status: str, p: Mapping[str, Any], key_metric: str 
     if p.get("phase") and p.get("phase") != "train":
         parts.append(f"[{p['phase']}]")
     return "  ".join(parts)
+
+
+def exit_status(code: int) -> str:
+    """A process's exit status as a person reads it: ``exit code 1``, ``killed by SIGKILL``."""
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"

@@ -18,13 +18,13 @@ before or instead of a machine.
 from __future__ import annotations
 
 import math
-import signal
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
 from harness.core.devices import GpuReading
+from harness.core.format import exit_status
 from harness.core.rules import (
     Finding,
     GateResult,
@@ -454,7 +454,7 @@ class RunMachine:
             self.status = "failed"
             tail = ev.stderr_tail.strip().splitlines()
             last = tail[-1][:300] if tail else "no output on stderr"
-            code = "unknown exit status" if ev.code is None else _describe_code(ev.code)
+            code = "unknown exit status" if ev.code is None else exit_status(ev.code)
             summary = f"failed: {code}: {last}"
             finding = Finding(
                 "exit", "abort", summary, {"exit_code": ev.code, "stderr": tail[-20:]}
@@ -490,12 +490,3 @@ def _is_count(v: Any) -> TypeGuard[int]:
 
 def _gate_dict(r: GateResult) -> dict[str, Any]:
     return {"metric": r.gate.metric, "gate": str(r.gate), "value": r.value, "passed": r.passed}
-
-
-def _describe_code(code: int) -> str:
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exit code {code}"

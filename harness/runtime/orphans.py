@@ -11,7 +11,6 @@ what still carries the run marker.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -21,22 +20,15 @@ import mistakes as ml
 from harness.core.spec import RunSpec
 from harness.runtime import cgroups, procs
 from harness.runtime.launchers import launcher_for
+from harness.runtime.wrap import read_exit
 from memory import ACTIVE, TERMINAL, Run, Store
 
-__all__ = ["abort_unsupervised", "claim_orphans", "recorded_exit", "supervisor_alive"]
+__all__ = ["abort_unsupervised", "claim_orphans", "supervisor_alive"]
 
 
 def supervisor_alive(pid: int | None, create_time: float | None) -> bool:
     """Whether the supervisor that recorded itself on a run is still that process."""
     return procs.same_process(pid, create_time) is not None
-
-
-def recorded_exit(run_dir: Path) -> int | None:
-    """The command's exit status as its wrapper wrote it (negative: killed by a signal)."""
-    try:
-        return int(json.loads((run_dir / "exit.json").read_text(encoding="utf-8"))["code"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
 
 
 def claim_orphans(store: Store, me: tuple[int, float]) -> list[tuple[Run, bool]]:
@@ -56,7 +48,7 @@ def claim_orphans(store: Store, me: tuple[int, float]) -> list[tuple[Run, bool]]
                 row.supervisor_pid, row.supervisor_create_time = pid, ctime
             else:
                 _release_cgroup(Path(row.run_dir), row.id)
-                code = recorded_exit(Path(row.run_dir))
+                code = read_exit(Path(row.run_dir))
                 was = row.status
                 row.status, row.ended_at, row.exit_code = "lost", time.time(), code
                 if row.pid is None:  # died in queued/preflight/starting: never launched

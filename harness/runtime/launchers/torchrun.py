@@ -51,6 +51,7 @@ from pathlib import Path
 
 import psutil
 
+from harness.core.format import exit_status
 from harness.core.spec import TorchrunConfig
 from harness.errors import SpawnError, SpecError
 from harness.job.protocol import STDERR_FILE
@@ -166,12 +167,7 @@ class RankFailure:
 
     @property
     def how(self) -> str:
-        if self.exitcode < 0:
-            try:
-                return f"killed by {signal.Signals(-self.exitcode).name}"
-            except ValueError:
-                return f"killed by signal {-self.exitcode}"
-        return f"exit code {self.exitcode}"
+        return exit_status(self.exitcode)
 
     @property
     def signalled(self) -> bool:
