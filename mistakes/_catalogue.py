@@ -55,6 +55,14 @@ RULE_LINKS: dict[str, tuple[str, ...]] = {
     "gradient_flow": ("M-032",),
     "input_coverage": ("M-008",),
     "gates": ("M-014",),
+    # the ends a scheduler decides: its time limit and its memory limit are mistakes of their own
+    "scheduler_timeout": ("M-046",),
+    "scheduler_oom": ("M-047",),
+    "scheduler_node": (),
+    "scheduler_preempted": (),
+    "scheduler_cancelled": (),
+    # the run dir must be on a filesystem the job's nodes see
+    "shared_fs": ("M-048",),
 }
 
 BUILTIN_MISTAKES: tuple[BuiltinMistake, ...] = (
@@ -213,6 +221,61 @@ BUILTIN_MISTAKES: tuple[BuiltinMistake, ...] = (
         ),
         fix="Lower the learning rate, clip gradients, check the data for bad values.",
         prevention="The supervisor aborts a run the moment a non-finite loss or grad norm appears.",
+    ),
+    BuiltinMistake(
+        id="M-046",
+        title="A cluster job killed at its time limit, hours of work lost",
+        section="Cluster jobs",
+        when="A long run on Slurm whose time limit was a guess, or the partition's default.",
+        symptom=(
+            "The job ends TIMEOUT; the last checkpoint is far behind, or there is none, and "
+            "the run has to start again from the queue."
+        ),
+        root_cause=(
+            "The time limit was shorter than the run, and nothing checkpointed on the "
+            "warning signal or often enough."
+        ),
+        fix=(
+            "Set the time limit from a measured rate (steps/s times steps, with margin), "
+            "checkpoint regularly, and resume from the last checkpoint."
+        ),
+        prevention=(
+            "The harness records TIMEOUT as its own incident with the limit, so the next "
+            "spec asks for enough time, and an abort always signals INT first so the job "
+            "can checkpoint."
+        ),
+    ),
+    BuiltinMistake(
+        id="M-047",
+        title="A cluster job killed for exceeding its memory request",
+        section="Cluster jobs",
+        when="A Slurm job with --mem set below what the data loader and model need.",
+        symptom="The job ends OUT_OF_MEMORY (the cgroup OOM killer), often well into training.",
+        root_cause=(
+            "The memory request was sized for the model, not for the workers, caches and "
+            "peak allocations around evaluation or checkpointing."
+        ),
+        fix="Measure the job's peak RSS on a short run and request it with margin.",
+        prevention=(
+            "The harness records OUT_OF_MEMORY as its own incident; the node agent's samples "
+            "show RAM headroom while the job runs, under the same RAM rule as local jobs."
+        ),
+    ),
+    BuiltinMistake(
+        id="M-048",
+        title="A run directory the compute nodes could not see",
+        section="Cluster jobs",
+        when="Submitting from a login node whose local disk holds the run directory.",
+        symptom=(
+            "The job fails at once, or runs with no metrics and no probes reaching the "
+            "supervisor, which then judges a job it cannot see."
+        ),
+        root_cause="The run directory was on a filesystem the nodes do not share.",
+        fix="Put the state directory (and its runs) on the shared filesystem.",
+        prevention=(
+            "The job's first act is to prove the run directory is visible from its node; "
+            "if not, it stops with one line saying so and the run fails naming it."
+        ),
     ),
 )
 

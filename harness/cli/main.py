@@ -135,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="R",
         help="one rank's own output (launcher torchrun), every restart of it in order",
     )
+    p.add_argument(
+        "--script", action="store_true", help="the batch script submitted (launcher slurm)"
+    )
     c = sub.add_parser(
         "controls", help="live controls of a run", description="Live controls of a run."
     )

@@ -19,6 +19,7 @@ from harness.core.values import toml_value
 from harness.errors import ConflictError, HarnessError, NotFoundError, UsageError
 from harness.job.protocol import CONTROLS_FILE, METRICS_FILE, STDERR_FILE, STDOUT_FILE
 from harness.runtime.controls import update_controls
+from harness.runtime.launchers.slurm import SCRIPT_FILE
 from harness.runtime.launchers.torchrun import rank_logs
 from harness.runtime.orphans import abort_unsupervised, supervisor_alive
 from harness.runtime.tail import RankRate, rank_rates
@@ -150,11 +151,19 @@ def _log_paths(run: Run, args: argparse.Namespace) -> list[Path]:
     """The files ``harness logs`` shows: the run's own, or one rank's, one per attempt."""
     stream = "stderr" if args.stderr else "stdout"
     run_dir = Path(run.run_dir)
+    launcher = (run.spec or {}).get("launcher", "local")
+    if args.script:
+        if launcher != "slurm":
+            raise NotFoundError(
+                f"run {run.id} was launched by {launcher!r}: it has no batch script"
+            )
+        if not (run_dir / SCRIPT_FILE).is_file():
+            raise NotFoundError(f"run {run.id} has no batch script (it was never submitted)")
+        return [run_dir / SCRIPT_FILE]
     if args.rank is None:
         return [run_dir / (STDERR_FILE if args.stderr else STDOUT_FILE)]
     if args.rank < 0:
         raise UsageError(f"--rank must be >= 0, got {args.rank}")
-    launcher = (run.spec or {}).get("launcher", "local")
     if launcher != "torchrun":
         raise NotFoundError(
             f"run {run.id} was launched by {launcher!r}: it has no per-rank logs (drop --rank)"

@@ -15,6 +15,9 @@ import signal
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from harness.core.values import as_float
+from memory import clip
+
 __all__ = [
     "duration",
     "exit_status",
@@ -92,6 +95,10 @@ def key_metric_of(spec: Mapping[str, Any]) -> str | None:
 def progress_parts(p: Mapping[str, Any], key_metric: str | None) -> list[str]:
     """Step/total, rate and ETA, loss with trend, key metric with sparkline, device, RAM."""
     parts = []
+    queued = p.get("queued")
+    if isinstance(queued, Mapping):  # a scheduler holds the job: nothing else to show yet
+        reason = clip(str(queued.get("reason") or "none given"), 64)
+        return [f"queued {duration(as_float(queued.get('queued_s')))}, reason {reason}"]
     step, total = p.get("step"), p.get("total_steps")
     if step is not None and total:
         parts.append(f"step {step}/{total} ({step / total * 100:.0f}%)")
@@ -120,6 +127,8 @@ def progress_parts(p: Mapping[str, Any], key_metric: str | None) -> list[str]:
     else:
         parts.append(_cpu_part(p))
     parts.append(f"RAM free {gb(p.get('ram_available'))}")
+    if p.get("where"):
+        parts.append(f"on {clip(str(p['where']), 64)}")
     return parts
 
 

@@ -34,7 +34,7 @@ def run_summary(run: Run, *, incidents: int = 0, now: float) -> tuple[str, str]:
     """(health, one line) for an active run at wall-clock time ``now``."""
     p = run.progress or {}
     parts = progress_parts(p, key_metric_of(run.spec or {}))
-    if p.get("step") is None:
+    if p.get("step") is None and not p.get("queued"):
         parts.insert(0, run.status)
     parts.append(f"incidents {incidents}")
     health = "ok"

@@ -33,6 +33,7 @@ from harness.core.rules import (
     check_metrics_file,
     check_nonfinite,
     check_ram,
+    check_scheduler_end,
     check_stall,
 )
 from harness.core.spec import RunSpec
@@ -43,6 +44,7 @@ from memory import TERMINAL, clip
 __all__ = [
     "AbortRequested",
     "Action",
+    "Began",
     "Event",
     "Exited",
     "Finish",
@@ -50,6 +52,7 @@ __all__ = [
     "MetricLines",
     "Notify",
     "ProbeSample",
+    "Queued",
     "RecordIncident",
     "RunMachine",
     "SupervisionLost",
@@ -106,6 +109,27 @@ class Exited:
     code: int | None  # None when unknown (a re-adopted job whose exit status was not kept)
     stderr_tail: str = ""
     vanished: str | None = None  # the run dir's path, when it was gone once the job ended
+    # how a scheduler says the job ended ("COMPLETED", "TIMEOUT", "OUT_OF_MEMORY", ...) and
+    # its own words on it; None for a job the harness started itself
+    scheduler_state: str | None = None
+    scheduler_detail: str = ""
+
+
+@dataclass(frozen=True)
+class Queued:
+    """A scheduler holds the job (Slurm's PENDING): queue time, which no rule judges."""
+
+    t: float
+    reason: str  # the scheduler's: "Resources", "Priority", "JobHeldUser"
+    waited_s: float  # how long it has been waiting, by the scheduler's clock
+
+
+@dataclass(frozen=True)
+class Began:
+    """The scheduler started the job: the grace period and the stall clock start now."""
+
+    t: float
+    where: str = ""  # the nodes it runs on
 
 
 @dataclass(frozen=True)
@@ -124,7 +148,9 @@ class SupervisionLost:
     evidence: Mapping[str, Any] = field(default_factory=dict)
 
 
-Event = MetricLines | ProbeSample | Tick | Exited | AbortRequested | SupervisionLost
+Event = (
+    MetricLines | ProbeSample | Tick | Exited | AbortRequested | SupervisionLost | Queued | Began
+)
 
 
 # -- actions ----------------------------------------------------------------------------
@@ -190,6 +216,10 @@ class Progress:
     last_line_at: float = 0.0
     ended: bool = False
     controls: list[dict[str, Any]] = field(default_factory=list)  # applied/rejected reports
+    # a scheduler's view, for a job it runs: {"queued_s": 240, "reason": "Resources"} while
+    # it waits (None once it began), {"where": "node1"} once it runs
+    queued: dict[str, Any] | None = None
+    where: str = ""
 
     def rate(self) -> float | None:
         """Steps per second over the recent step lines."""
@@ -229,6 +259,8 @@ class Progress:
             "ram_available": self.ram_available,
             "vram_used": self.vram_used,
             "vram_total": self.vram_total,
+            "queued": dict(self.queued) if self.queued is not None else None,
+            "where": self.where,
         }
 
 
@@ -249,6 +281,7 @@ class RunMachine:
         )
         self._warned: set[str] = set()
         self._bad_files: set[str] = set()  # what was found in place of metrics.jsonl
+        self.waiting = False  # queued by a scheduler: nothing is judged until it begins
 
     @property
     def done(self) -> bool:
@@ -276,6 +309,12 @@ class RunMachine:
             return self._on_sample(event)
         if isinstance(event, Tick):
             return self._on_tick(event.t)
+        if isinstance(event, Queued):
+            self.waiting = True
+            self.progress.queued = {"queued_s": round(event.waited_s), "reason": event.reason}
+            return []
+        if isinstance(event, Began):
+            return self._on_began(event)
         if isinstance(event, AbortRequested):
             finding = Finding(
                 "user_abort", "abort", f"abort requested by {event.by}: {event.reason}", {}
@@ -362,7 +401,19 @@ class RunMachine:
             return self._abort(finding)
         return self._warn_once(finding)
 
+    def _on_began(self, ev: Began) -> list[Action]:
+        """The job left the queue (again, after a requeue): its clocks start now."""
+        self.waiting = False
+        self.started_at = ev.t
+        self.util = UtilWatch(self.spec.device, self.cfg, started_at=ev.t)
+        p = self.progress
+        p.queued, p.where, p.last_line_at = None, clip(ev.where, _LABEL_CHARS), ev.t
+        self._show_device()
+        return []
+
     def _on_sample(self, ev: ProbeSample) -> list[Action]:
+        if self.waiting:  # a sample of a queued job has nothing of the job in it
+            return []
         p = self.progress
         p.cpu_util, p.cpu_available = ev.cpu_util, ev.cpu_available
         p.ram_available = ev.ram_available
@@ -391,7 +442,7 @@ class RunMachine:
         return actions + self._on_tick(ev.t)
 
     def _on_tick(self, now: float) -> list[Action]:
-        if self.status != "running":
+        if self.status != "running" or self.waiting:
             return []
         stall = check_stall(self.progress.last_line_at, now=now, cfg=self.cfg)
         if stall is not None:
@@ -436,6 +487,18 @@ class RunMachine:
             self.status = "aborted"
             summary = f"aborted: {self.abort_reason}"
             return [Finish("aborted", summary, result), Notify(f"{self.spec.name}: {summary}")]
+        ended_by = check_scheduler_end(ev.scheduler_state, ev.scheduler_detail, ev.code)
+        if ended_by is not None:
+            self.status = "failed"
+            summary = f"failed: {ended_by.summary}"
+            tail = ev.stderr_tail.strip().splitlines()
+            result["stderr_tail"] = tail[-20:]
+            result["scheduler_state"] = ev.scheduler_state
+            return [
+                RecordIncident(ended_by, "error", "none: the scheduler ended the job"),
+                Finish("failed", summary, result),
+                Notify(f"{self.spec.name}: {summary}"),
+            ]
         if ev.vanished is not None:
             self.status = "failed"
             status = "unknown" if ev.code is None else f"was {ev.code}"

@@ -36,6 +36,7 @@ from harness.core.values import as_float
 from mistakes import RULE_LINKS
 
 __all__ = [
+    "SCHEDULER_ENDS",
     "Finding",
     "GateResult",
     "UtilSample",
@@ -46,6 +47,7 @@ __all__ = [
     "check_metrics_file",
     "check_nonfinite",
     "check_ram",
+    "check_scheduler_end",
     "check_stall",
     "check_utilisation",
     "warn_utilisation",
@@ -446,6 +448,42 @@ def check_stall(last_line_at: float, *, now: float, cfg: WatchConfig) -> Finding
         "abort",
         f"no metrics for {silent:.0f} s, limit {cfg.stall_s:g} s",
         {"silent_s": round(silent, 1), "stall_s": cfg.stall_s},
+    )
+
+
+#: how a scheduler's end states read, and the rule each becomes (COMPLETED and FAILED are
+#: the job's own exit status, judged as for a local job). NOT_VISIBLE is the harness's:
+#: the job ended without ever reaching its run directory.
+SCHEDULER_ENDS: dict[str, tuple[str, str]] = {
+    "TIMEOUT": ("scheduler_timeout", "Slurm ended the job at its time limit (TIMEOUT)"),
+    "OUT_OF_MEMORY": (
+        "scheduler_oom",
+        "Slurm killed the job for exceeding its memory request (OUT_OF_MEMORY)",
+    ),
+    "NODE_FAIL": ("scheduler_node", "a node of the job failed (NODE_FAIL)"),
+    "BOOT_FAIL": ("scheduler_node", "a node of the job failed to boot (BOOT_FAIL)"),
+    "PREEMPTED": ("scheduler_preempted", "Slurm preempted the job (PREEMPTED)"),
+    "DEADLINE": ("scheduler_preempted", "the job missed its deadline (DEADLINE)"),
+    "CANCELLED": ("scheduler_cancelled", "the job was cancelled outside the harness (CANCELLED)"),
+    "REVOKED": ("scheduler_cancelled", "the job was revoked (REVOKED)"),
+    "NOT_VISIBLE": (
+        "shared_fs",
+        "the job never reached its run directory: it must be on a filesystem the nodes share",
+    ),
+}
+
+
+def check_scheduler_end(state: str | None, detail: str, code: int | None) -> Finding | None:
+    """A job a scheduler ended itself (TIMEOUT, OUT_OF_MEMORY, ...); None for its own end.
+
+    ``detail`` is what decided it, in the scheduler's terms ("time limit 00:01:00").
+    """
+    if state is None or state not in SCHEDULER_ENDS:
+        return None
+    rule, what = SCHEDULER_ENDS[state]
+    said = f" ({detail})" if detail else ""
+    return Finding(
+        rule, "abort", f"{what}{said}", {"state": state, "detail": detail, "exit_code": code}
     )
 
 

@@ -30,8 +30,10 @@ from memory import clip
 
 __all__ = [
     "MAX_DEPTH",
+    "SLURM_STATES",
     "Gate",
     "RunSpec",
+    "SlurmConfig",
     "SpecError",
     "TorchrunConfig",
     "WatchConfig",
@@ -121,6 +123,97 @@ class TorchrunConfig(_Strict):
     monitor_interval_s: float = Field(0.1, gt=0.0, le=60.0)  # how often torchrun polls ranks
 
 
+#: the end states of a Slurm job the harness may resubmit (``[slurm] requeue_on``): the
+#: ones that are not the job's doing (a job that ran out of time or memory would again)
+RequeueState = Literal["NODE_FAIL", "PREEMPTED", "BOOT_FAIL"]
+SLURM_STATES: tuple[str, ...] = get_args(RequeueState)
+_SLURM_WORD = re.compile(r"^[A-Za-z0-9_.:,+%@/=-]{1,200}$")  # a partition, account, qos
+# an extra sbatch option: --word or --word=value, where the value is one plain word
+_SBATCH_OPTION = re.compile(r"^--[a-z][a-z0-9-]{0,40}(=[A-Za-z0-9_.:,+%@/=\-\[\]]{1,200})?$")
+_SBATCH_OWN = {  # options the launcher writes itself: a second value would fight them
+    "job-name",
+    "output",
+    "error",
+    "chdir",
+    "parsable",
+    "wrap",
+    "export",
+    "partition",
+    "nodes",
+    "ntasks-per-node",
+    "gpus-per-node",
+    "cpus-per-task",
+    "mem",
+    "time",
+    "account",
+    "qos",
+    "requeue",
+    "no-requeue",
+}
+
+
+class SlurmConfig(_Strict):
+    """``[slurm]``: how ``launcher = "slurm"`` submits the job (``sbatch``); ignored by the
+    other launchers. Every value is passed to ``sbatch`` as one word, never through a
+    shell; an option left out is Slurm's (or the cluster's) default."""
+
+    partition: str | None = None
+    nodes: int = Field(1, ge=1, le=100_000)
+    ntasks_per_node: int = Field(1, ge=1, le=4096)
+    gpus_per_node: int = Field(0, ge=0, le=1024)  # 0: no --gpus-per-node
+    cpus_per_task: int | None = Field(None, ge=1, le=100_000)
+    mem: str | None = None  # as sbatch takes it: "16G", "4000M", "0" (all of the node)
+    time: str | None = None  # as sbatch takes it: "30", "2:00:00", "1-12:00:00"
+    account: str | None = None
+    qos: str | None = None
+    extra: list[str] = Field(default_factory=list)  # further options: ["--constraint=a100"]
+    # end states after which the harness resubmits the job from its last checkpoint event
+    requeue_on: list[RequeueState] = Field(default_factory=list)
+    requeue_limit: int = Field(3, ge=0, le=100)
+    poll_s: float = Field(2.0, ge=0.2, le=60.0)  # how often squeue is asked
+
+    @field_validator("partition", "account", "qos")
+    @classmethod
+    def _plain_word(cls, v: str | None) -> str | None:
+        if v is not None and not _SLURM_WORD.fullmatch(v):
+            raise ValueError("must be one word of letters, digits and _ . : , + % @ / = -")
+        return v
+
+    @field_validator("mem")
+    @classmethod
+    def _memory(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"\d{1,12}[KMGT]?", v):
+            raise ValueError("must be a size as sbatch takes it, such as '16G' or '4000M'")
+        return v
+
+    @field_validator("time")
+    @classmethod
+    def _time_limit(cls, v: str | None) -> str | None:
+        # sbatch's forms: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S
+        if v is not None and not re.fullmatch(r"(\d{1,5}-)?\d{1,6}(:\d{1,2}){0,2}", v):
+            raise ValueError(
+                "must be a time limit as sbatch takes it: '30', '2:00:00', '1-12:00:00'"
+            )
+        return v
+
+    @field_validator("extra")
+    @classmethod
+    def _extra_options(cls, v: list[str]) -> list[str]:
+        for option in v:
+            if not _SBATCH_OPTION.fullmatch(option):
+                raise ValueError(
+                    f"{option!r}: each entry must be one sbatch option, '--name' or "
+                    "'--name=value' with a plain value (no spaces, quotes or shell characters)"
+                )
+            name = option[2:].split("=", 1)[0]
+            if name in _SBATCH_OWN:
+                raise ValueError(
+                    f"{option!r}: --{name} is set by the launcher (use the [slurm] key "
+                    "of that name, where there is one)"
+                )
+        return v
+
+
 class RunSpec(_Strict):
     name: str
     command: list[str] = Field(min_length=1)
@@ -133,6 +226,7 @@ class RunSpec(_Strict):
     cwd: str | None = None
     watch: WatchConfig = Field(default_factory=WatchConfig)
     torchrun: TorchrunConfig = Field(default_factory=TorchrunConfig)
+    slurm: SlurmConfig = Field(default_factory=SlurmConfig)
     gates: dict[str, str] = Field(default_factory=dict)
     controls: dict[str, Any] = Field(default_factory=dict)
     key_metric: str | None = None  # shown with a sparkline in heartbeats; default: first gate
@@ -144,15 +238,6 @@ class RunSpec(_Strict):
             raise ValueError(
                 "must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
             )
-        return v
-
-    @field_validator("launcher")
-    @classmethod
-    def _launcher_available(cls, v: str) -> str:
-        # slurm is part of the design (DESIGN section 11) but not built yet: refuse it
-        # rather than silently running the job locally.
-        if v not in ("local", "torchrun"):
-            raise ValueError("only 'local' and 'torchrun' are implemented in this version")
         return v
 
     @field_validator("device")

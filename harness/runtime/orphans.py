@@ -43,7 +43,7 @@ def claim_orphans(store: Store, me: tuple[int, float]) -> list[tuple[Run, bool]]
             rec = None
             if row.pid is not None and row.create_time is not None:
                 rec = procs.ProcRecord(row.pid, row.create_time, row.id)
-            alive = rec is not None and procs.is_ours(rec)
+            alive = rec is not None and _job_alive(row, rec)
             if alive:
                 row.supervisor_pid, row.supervisor_create_time = pid, ctime
             else:
@@ -71,6 +71,16 @@ def claim_orphans(store: Store, me: tuple[int, float]) -> list[tuple[Run, bool]]
     return out
 
 
+def _job_alive(row: Run, rec: procs.ProcRecord) -> bool:
+    """Whether the run's job is still there, asked of its launcher (Slurm: the queue)."""
+    try:
+        spec = RunSpec.model_validate(row.spec)
+    except ValueError:  # a spec this version cannot read: a local job, by its process
+        return procs.is_ours(rec)
+    launcher = launcher_for(spec.launcher, torchrun=spec.torchrun, slurm=spec.slurm)
+    return launcher.alive(rec, Path(row.run_dir))
+
+
 def _release_cgroup(run_dir: Path, run_id: str) -> None:
     """A dead job's cgroup goes if empty; what it left behind keeps it for the stale sweep."""
     cgroup = cgroups.read_record(run_dir, run_id)
@@ -89,7 +99,7 @@ def abort_unsupervised(store: Store, run_id: str, reason: str) -> Run | None:
     if row.pid is not None and row.create_time is not None:
         spec = RunSpec.model_validate(row.spec)
         rec = procs.ProcRecord(row.pid, row.create_time, row.id)
-        launcher = launcher_for(spec.launcher, torchrun=spec.torchrun)
+        launcher = launcher_for(spec.launcher, torchrun=spec.torchrun, slurm=spec.slurm)
         handle = launcher.adopt(rec, Path(row.run_dir))
         handle.terminate(int_grace=spec.watch.int_grace_s, term_grace=spec.watch.term_grace_s)
     with store.write() as s:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -227,24 +228,29 @@ def preflight_checks(
                 ml.RULE_LINKS["stale_processes"],
             )
         )
-    # RAM headroom before launch (M-030).
-    ram = check_ram(read_ram().available_bytes, spec.watch, before_launch=True)
-    items.append(
-        CheckItem(
-            "RAM headroom",
-            ram.level == "ok",
-            # A failing summary already names the minimum.
-            ram.summary
-            if ram.level != "ok"
-            else f"{ram.summary} (minimum {spec.watch.min_ram_free_gb:g} GB)",
-            "ram_headroom",
-            ml.RULE_LINKS["ram_headroom"],
+    if spec.launcher == "slurm":
+        # The job runs on the cluster's nodes: this machine's RAM and GPUs are not its.
+        # Their node agents sample both while it runs, under the same rules.
+        items.append(_slurm_check())
+    else:
+        # RAM headroom before launch (M-030).
+        ram = check_ram(read_ram().available_bytes, spec.watch, before_launch=True)
+        items.append(
+            CheckItem(
+                "RAM headroom",
+                ram.level == "ok",
+                # A failing summary already names the minimum.
+                ram.summary
+                if ram.level != "ok"
+                else f"{ram.summary} (minimum {spec.watch.min_ram_free_gb:g} GB)",
+                "ram_headroom",
+                ml.RULE_LINKS["ram_headroom"],
+            )
         )
-    )
-    # The GPU probe: a GPU job nobody can judge is refused, not run unwatched.
-    gpu_item = _gpu_check(spec, gpu)
-    if gpu_item is not None:
-        items.append(gpu_item)
+        # The GPU probe: a GPU job nobody can judge is refused, not run unwatched.
+        gpu_item = _gpu_check(spec, gpu)
+        if gpu_item is not None:
+            items.append(gpu_item)
     # The command itself.
     try:
         resolve_command(spec.command, run_dir=run_dir)
@@ -264,6 +270,27 @@ def preflight_checks(
             got, _ = _preflight_command(argv, spec, run_dir, env, cwd)
             items += got
     return items
+
+
+def _slurm_check() -> CheckItem:
+    """Slurm's client is here and its controller answers (``sinfo``)."""
+    if shutil.which("sbatch") is None:
+        return CheckItem("slurm", False, "sbatch is not on PATH (install Slurm's client)")
+    try:
+        p = subprocess.run(
+            ["sinfo", "-h", "-o", "%P %a %D %T"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return CheckItem("slurm", False, f"sinfo did not answer: {exc}")
+    if p.returncode != 0:
+        last = (p.stderr.strip().splitlines() or [f"exit status {p.returncode}"])[-1]
+        return CheckItem("slurm", False, f"the Slurm controller does not answer: {last[:200]}")
+    partitions = [ln.split()[0] for ln in p.stdout.splitlines() if ln.strip()]
+    return CheckItem("slurm", True, f"controller answers; partitions {', '.join(partitions)}")
 
 
 def default_check_spec() -> RunSpec:

@@ -59,14 +59,25 @@ def set_fields(store: Store, run_id: str, fields: Mapping[str, Any]) -> None:
         s.add(row)
 
 
-def mark_started(store: Store, run_id: str, rec: ProcRecord, started: float) -> None:
+def mark_started(
+    store: Store,
+    run_id: str,
+    rec: ProcRecord,
+    started: float,
+    *,
+    status: str = "running",
+    local: bool = True,
+) -> None:
+    """The job started: its record on the row; a ``local`` root is also a run process (the
+    stale sweep's). A Slurm job's record is its job id and it starts ``queued``."""
     with store.write() as s:
         row = s.get(Run, run_id)
         if row is None:
             return
-        row.status, row.started_at = "running", started
+        row.status, row.started_at = status, started
         row.pid, row.create_time = rec.pid, rec.create_time
-        register_process(session=s, run_id=run_id, pid=rec.pid, create_time=rec.create_time)
+        if local:
+            register_process(session=s, run_id=run_id, pid=rec.pid, create_time=rec.create_time)
         s.add(row)
 
 
@@ -126,7 +137,9 @@ def progress_fields(machine: RunMachine, *, at: float) -> dict[str, Any]:
     return {
         "progress": machine.progress.snapshot(),
         "progress_at": at,
-        "status": "aborting" if machine.status == "aborting" else "running",
+        "status": "aborting"
+        if machine.status == "aborting"
+        else ("queued" if machine.waiting else "running"),
     }
 
 

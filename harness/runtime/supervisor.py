@@ -178,7 +178,7 @@ class Supervisor:
         all, and ``SpecError`` for a program that does not exist or a launcher this
         version does not have.
         """
-        launcher = launcher_for(spec.launcher, torchrun=spec.torchrun)
+        launcher = launcher_for(spec.launcher, torchrun=spec.torchrun, slurm=spec.slurm)
         run_id = new_run_id(spec.name)
         runs_dir = self.runs_dir.resolve()
         run_dir = (runs_dir / run_id).resolve()
@@ -255,28 +255,28 @@ class Supervisor:
         )
         argv = resolve_command(spec.command, run_dir=run_dir, args=spec.args)
         cwd = Path(spec.cwd) if spec.cwd else Path.cwd()
+        env = run_env(run_dir, run_id, spec.env)
+        env["HARNESS_SAMPLE_EVERY_S"] = f"{spec.watch.sample_every_s:g}"  # for node agents
         try:
             handle = await asyncio.to_thread(
-                launcher.start,
-                argv,
-                run_id=run_id,
-                run_dir=run_dir,
-                cwd=cwd,
-                env=run_env(run_dir, run_id, spec.env),
+                launcher.start, argv, run_id=run_id, run_dir=run_dir, cwd=cwd, env=env
             )
         except SpawnError as exc:
             await self._refused(writer, spec, run_id, f"failed: {exc}", {}, say=False)
             raise LaunchRefused(str(exc)) from None
         started = time.time()
         rec = handle.record
+        status = "queued" if launcher.remote else "running"  # a scheduler's job waits first
         known.status, known.started_at, known.pid, known.create_time = (
-            "running",
+            status,
             started,
             rec.pid,
             rec.create_time,
         )
-        fn = partial(mark_started, self.store, run_id, rec, started)
-        record = {"status": "running", "started_at": started, "pid": rec.pid}
+        fn = partial(
+            mark_started, self.store, run_id, rec, started, status=status, local=not launcher.remote
+        )
+        record = {"status": status, "started_at": started, "pid": rec.pid}
         await settled(writer.submit("mark the run started", fn, record), self.guard.finish_wait_s)
         job = Job(run_id, spec, run_dir, handle, started, known, writer)
         self._start_watch(job)
@@ -382,7 +382,7 @@ class Supervisor:
                 spec = RunSpec.model_validate(row.spec)
                 rec = procs.ProcRecord(row.pid, row.create_time, row.id)
                 run_dir = Path(row.run_dir)
-                launcher = launcher_for(spec.launcher, torchrun=spec.torchrun)
+                launcher = launcher_for(spec.launcher, torchrun=spec.torchrun, slurm=spec.slurm)
                 handle = launcher.adopt(rec, run_dir)
                 started = row.started_at or time.time()
                 writer = self._writer(row.id, run_dir)

@@ -33,24 +33,28 @@ from typing import Any
 from harness.core.machine import (
     AbortRequested,
     Action,
+    Began,
     Exited,
     Finish,
     GpuReading,
     MetricLines,
     Notify,
     ProbeSample,
+    Queued,
     RecordIncident,
     RunMachine,
     SupervisionLost,
     Terminate,
     Tick,
 )
+from harness.core.rules import Finding
 from harness.core.spec import RunSpec
 from harness.job.protocol import METRICS_FILE, STDERR_FILE
 from harness.runtime import procs
 from harness.runtime.guard import GuardConfig, Outcome, RunWriter, describe_error, settled
 from harness.runtime.launchers import JobHandle
-from harness.runtime.probes import CpuProbe, GpuProbe, read_ram
+from harness.runtime.launchers.slurm import WAITING, SchedulerView
+from harness.runtime.probes import CpuProbe, GpuProbe, NodeProbe, read_ram
 from harness.runtime.records import (
     final_row,
     progress_fields,
@@ -144,6 +148,7 @@ class Watch:
         self._cpu = CpuProbe(job.handle.processes)
         self._state = _State(now, now, now)
         self._gpu_error = "no GPU probe"  # why there are no GPU readings, when there are none
+        self._began = False  # a scheduler's job: seen running (its clocks started)
 
     async def run(self) -> Run:
         loop = asyncio.get_running_loop()
@@ -184,18 +189,32 @@ class Watch:
         acts = state.acts
         acts += self._lines(await asyncio.to_thread(self._tail.read_new), now)
         exited, code = await asyncio.to_thread(job.handle.poll)
+        view = job.handle.scheduler()
         if exited:
             acts += self._lines(await asyncio.to_thread(self._tail.read_new), now)
             stderr = await asyncio.to_thread(tail_text, job.run_dir / STDERR_FILE)
             vanished = not await asyncio.to_thread(job.run_dir.is_dir)
+            ended = view.state if view is not None else None
             acts += machine.handle(
-                Exited(now, code, stderr, str(job.run_dir) if vanished else None)
+                Exited(
+                    now,
+                    code,
+                    stderr,
+                    str(job.run_dir) if vanished else None,
+                    scheduler_state=ended,
+                    scheduler_detail=view.detail if view is not None else "",
+                )
             )
-        elif now >= state.next_sample:
-            state.next_sample = now + job.spec.watch.sample_every_s
-            acts += machine.handle(await self._sample(gpu, now))
         else:
-            acts += machine.handle(Tick(now))
+            if view is not None:
+                acts += self._scheduled(view, now)
+            if machine.waiting:  # queue time: nothing to sample, nothing judged
+                acts += machine.handle(Tick(now))
+            elif now >= state.next_sample:
+                state.next_sample = now + job.spec.watch.sample_every_s
+                acts += machine.handle(await self._sample(gpu, now))
+            else:
+                acts += machine.handle(Tick(now))
         if not exited:
             acts += await self._controls(now)
         final = await self._carry_out()
@@ -205,6 +224,27 @@ class Watch:
             fn = partial(set_fields, self.store, job.run_id, fields)
             job.writer.submit("save progress", fn, fields, key="progress")
         return final
+
+    def _scheduled(self, view: SchedulerView, now: float) -> list[Action]:
+        """A scheduler's job: queue time (judged by nothing), its start, its resubmissions."""
+        job, machine = self.job, self.machine
+        acts: list[Action] = []
+        for note in view.notes:  # the launcher resubmitted the job (requeue_on)
+            finding = Finding("scheduler_requeue", "warn", note, {"state": view.state})
+            acts += [
+                RecordIncident(finding, "warn", "resubmitted"),
+                Notify(f"{job.spec.name}: {note}"),
+            ]
+            self._began = False
+        if view.state in WAITING or view.state == "SUBMITTED":
+            acts += machine.handle(Queued(now, view.reason or "submitted", view.waited_s))
+        elif not self._began:
+            self._began = True
+            acts += machine.handle(Began(now, view.where))
+            fields = {"status": "running", "started_at": time.time()}
+            fn = partial(set_fields, self.store, job.run_id, fields)
+            job.writer.submit("mark the job running", fn, fields)
+        return acts
 
     def _lines(self, batch: TailBatch, now: float) -> list[Action]:
         if not (batch.records or batch.garbage or batch.oversized or batch.unreadable):
@@ -221,6 +261,9 @@ class Watch:
 
     async def _sample(self, gpu: GpuProbe | None, now: float) -> ProbeSample:
         cpu, handle = self._cpu, self.job.handle
+        nodes = handle.nodes()
+        if nodes is not None:  # the job runs elsewhere: its node agents sampled it
+            return await asyncio.to_thread(_from_nodes, nodes, now)
 
         def probe() -> ProbeSample:
             c = cpu.sample()
@@ -358,6 +401,26 @@ class Watch:
                 row = final_row(job.row, act.status, act.summary, result, code)
             return row
         return None
+
+
+def _from_nodes(nodes: NodeProbe, now: float) -> ProbeSample:
+    """The node agents' fresh readings as one sample: the rules apply to them unchanged."""
+    n = nodes.combined()
+    held = [g for g in n.gpus if g.held]
+    busy = [g.busy for g in held if g.busy is not None]
+    used = [g.mem_used for g in held if g.mem_used is not None]
+    total = [g.mem_total for g in held if g.mem_total is not None]
+    return ProbeSample(
+        now,
+        n.cpu_util,
+        n.ram_available,
+        sum(busy) / len(busy) if busy else None,
+        sum(used) if used else None,
+        sum(total) if total else None,
+        n.cpu_available,
+        gpus=n.gpus,
+        gpu_error=n.gpu_error,
+    )
 
 
 def _done(task: asyncio.Task[Any] | None) -> bool:

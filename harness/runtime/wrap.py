@@ -32,7 +32,7 @@ def read_exit(run_dir: Path) -> int | None:
         return None
 
 
-def _write(path: str, code: int) -> None:
+def write_exit(path: str, code: int) -> None:
     """Keep the status; when the run dir is gone (the job removed it) say so and go on."""
     tmp = f"{path}.tmp"
     try:
@@ -54,7 +54,7 @@ def main(argv: list[str]) -> int:
         child = subprocess.Popen(command)
     except OSError as exc:
         print(f"harness: cannot start {command[0]!r}: {exc.strerror}", file=sys.stderr)
-        _write(exit_file, 127)
+        write_exit(exit_file, 127)
         return 127
     # Installed after the child started, so the child keeps the default dispositions.
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
@@ -65,7 +65,7 @@ def main(argv: list[str]) -> int:
             break
         except InterruptedError:  # pragma: no cover - PEP 475 retries for us
             continue
-    _write(exit_file, code)
+    write_exit(exit_file, code)
     return code if code >= 0 else 128 - code
 
 

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from sqlmodel import select
 
 import mistakes as ml
+from mistakes._catalogue import BUILTIN_MISTAKES
 from memory import Store
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "MISTAKES.md"
@@ -56,7 +57,7 @@ def test_reopening_does_not_duplicate_or_overwrite(tmp_path: Path) -> None:
         s.add(m)
     with ml.open_log(path) as store, store.read() as s:
         assert ml.get_mistake(session=s, mistake_id="M-015").title == "our own words"
-        assert len(ml.list_mistakes(session=s)) == 9
+        assert len(ml.list_mistakes(session=s)) == len(BUILTIN_MISTAKES) == 12
 
 
 def test_import_export_import_round_trip_is_identical(tmp_path: Path, store: Store) -> None:
@@ -195,7 +196,7 @@ def test_add_assigns_the_next_id_and_refuses_duplicates(store: Store) -> None:
             category="Storage",
             fields={"Fix": "prune", "Cost": "3h"},
         )
-    assert m.id == "M-046"
+    assert m.id == "M-049"
     assert m.fix == "prune" and m.extra == [["Cost", "3h"]]
     with pytest.raises(ml.InvalidInputError, match="M-046 exists"), store.write() as s:
         ml.add_mistake(session=s, title="again", mistake_id="m-46")

@@ -6,7 +6,9 @@ supervisor left running) and returns a :class:`JobHandle`; the handle says wheth
 job has exited and with what status, which processes are the job's (what the probes
 sample), and stops them by escalation. ``local`` is a process tree on this machine;
 ``torchrun`` is the same tree with torchrun's agent and its ranks in it (its graceful
-step goes through the agent); ``slurm`` comes next (DESIGN section 11) and registers here.
+step goes through the agent); ``slurm`` is a batch job on a cluster, whose processes are
+on other machines: its handle says what the scheduler says (:meth:`JobHandle.scheduler`,
+queue time included) and where its node agents' samples are (:meth:`JobHandle.nodes`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from harness.errors import SpecError
 from harness.runtime.procs import Escalation, ProcRecord
 
 if TYPE_CHECKING:
-    from harness.core.spec import TorchrunConfig
+    from harness.core.spec import SlurmConfig, TorchrunConfig
+    from harness.runtime.launchers.slurm import SchedulerView
+    from harness.runtime.probes import NodeProbe
 
 __all__ = ["JobHandle", "Launcher", "launcher_for"]
 
@@ -46,9 +50,18 @@ class JobHandle(Protocol):
         """SIGINT, wait, SIGTERM, wait, SIGKILL over every process of the job."""
         ...
 
+    def scheduler(self) -> SchedulerView | None:
+        """A scheduler's state of the job (queued, running, how it ended); None: no scheduler."""
+        ...
+
+    def nodes(self) -> NodeProbe | None:
+        """Where the node agents' samples are, for a job on other machines; None: local."""
+        ...
+
 
 class Launcher(Protocol):
     name: str
+    remote: bool  # the job runs elsewhere: its record is not a local process
 
     def start(
         self,
@@ -66,11 +79,17 @@ class Launcher(Protocol):
         """A handle on a job started by another (dead) supervisor."""
         ...
 
+    def alive(self, record: ProcRecord, run_dir: Path) -> bool:
+        """Whether the job a dead supervisor left is still there to re-adopt."""
+        ...
 
-def launcher_for(name: str, *, torchrun: TorchrunConfig | None = None) -> Launcher:
+
+def launcher_for(
+    name: str, *, torchrun: TorchrunConfig | None = None, slurm: SlurmConfig | None = None
+) -> Launcher:
     """The launcher a spec names; SpecError for one this version does not have.
 
-    ``torchrun`` is the spec's ``[torchrun]`` table (its defaults when not given).
+    ``torchrun`` and ``slurm`` are the spec's tables (their defaults when not given).
     """
     if name == "local":
         from harness.runtime.launchers.local import LocalLauncher
@@ -80,6 +99,10 @@ def launcher_for(name: str, *, torchrun: TorchrunConfig | None = None) -> Launch
         from harness.runtime.launchers.torchrun import TorchrunLauncher
 
         return TorchrunLauncher(torchrun)
+    if name == "slurm":
+        from harness.runtime.launchers.slurm import SlurmLauncher
+
+        return SlurmLauncher(slurm)
     raise SpecError(
-        f"launcher: {name!r} is not available in this version (use 'local' or 'torchrun')"
+        f"launcher: {name!r} is not available in this version (use 'local', 'torchrun' or 'slurm')"
     )

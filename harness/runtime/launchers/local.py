@@ -89,6 +89,12 @@ class LocalJob:
             tracking=self.tracking,
         )
 
+    def scheduler(self) -> None:
+        return None  # no scheduler: the process is the job
+
+    def nodes(self) -> None:
+        return None  # sampled here, through processes()
+
     def _release(self) -> None:
         """The job ended: its cgroup goes if empty (what it left behind waits for the sweep)."""
         if self.cgroup is not None and not cgroups.members(self.cgroup):
@@ -99,6 +105,7 @@ class LocalLauncher:
     """Starts jobs here; ``use_cgroups=False`` forces the session-and-ledger tracking."""
 
     name = "local"
+    remote = False
 
     def __init__(self, *, use_cgroups: bool = True, cgroup_base: Path | None = None) -> None:
         self.use_cgroups = use_cgroups
@@ -138,6 +145,9 @@ class LocalLauncher:
 
     def adopt(self, record: procs.ProcRecord, run_dir: Path) -> LocalJob:
         return LocalJob(record, run_dir, cgroup=cgroups.read_record(run_dir, record.run_id))
+
+    def alive(self, record: procs.ProcRecord, run_dir: Path) -> bool:
+        return procs.is_ours(record)
 
     def _cgroup(self, run_id: str, run_dir: Path) -> Path | None:
         """The run's new cgroup, noted in the run dir; None where there can be none."""

@@ -347,6 +347,12 @@ class TorchrunJob:
     def processes(self) -> list[psutil.Process]:
         return self.local.processes()
 
+    def scheduler(self) -> None:
+        return None
+
+    def nodes(self) -> None:
+        return None
+
     def agents(self, live: Sequence[psutil.Process]) -> Sequence[psutil.Process]:
         """Who gets the graceful SIGINT: torchrun's agent (the wrapper's child), which
         forwards it to every rank's process group. Everyone, when no agent is left."""
@@ -374,6 +380,7 @@ class TorchrunLauncher:
     """Starts a spec's command under torchrun; the process tree is the ``local`` launcher's."""
 
     name = "torchrun"
+    remote = False
 
     def __init__(
         self,
@@ -404,3 +411,6 @@ class TorchrunLauncher:
 
     def adopt(self, record: procs.ProcRecord, run_dir: Path) -> TorchrunJob:
         return TorchrunJob(self._local.adopt(record, run_dir), self.config.max_restarts)
+
+    def alive(self, record: procs.ProcRecord, run_dir: Path) -> bool:
+        return procs.is_ours(record)

@@ -1,4 +1,5 @@
-"""Probes the supervisor samples: CPU of a process tree, RAM headroom, GPU through NVML.
+"""Probes the supervisor samples: CPU of a process tree, RAM headroom, GPU through NVML,
+and the same figures from a cluster job's node agents (``NodeProbe``).
 
 All are synchronous (the supervisor calls them through ``asyncio.to_thread``) and degrade
 to None rather than raising when a figure cannot be read.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 from harness.runtime.probes._cpu import CpuProbe, CpuSample, process_tree, usable_cpus
 from harness.runtime.probes._gpu import DeviceSample, GpuProbe, GpuSample
+from harness.runtime.probes._nodes import NodeProbe, NodeReading, NodesSample
 from harness.runtime.probes._ram import RamSample, read_ram
 
 __all__ = [
@@ -16,6 +18,9 @@ __all__ = [
     "DeviceSample",
     "GpuProbe",
     "GpuSample",
+    "NodeProbe",
+    "NodeReading",
+    "NodesSample",
     "RamSample",
     "process_tree",
     "read_ram",

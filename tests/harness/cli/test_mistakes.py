@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from harness.cli.main import main
+from mistakes._catalogue import BUILTIN_MISTAKES
 
 FIXTURE = Path(__file__).parents[2] / "fixtures" / "MISTAKES.md"
 
@@ -87,7 +88,7 @@ def test_bad_import_exits_2_and_lists_lines(
     assert code == 2
     assert "line 3" in err and "nothing imported" in err
     code, out, _ = run(capsys, "mistakes", "list", "--json")
-    assert len(json.loads(out)) == 9
+    assert len(json.loads(out)) == len(BUILTIN_MISTAKES)
 
 
 def test_add_incidents_resolve_checklist(home: Path, capsys: pytest.CaptureFixture[str]) -> None:

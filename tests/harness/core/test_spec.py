@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 import sys
 from importlib import resources
 from pathlib import Path
@@ -364,11 +365,49 @@ def test_set_of_a_typed_arg_uses_the_chat_rules() -> None:
         apply_overrides(spec, ["args.lr=-1"])
 
 
-def test_unbuilt_launchers_are_refused_not_run_locally() -> None:
+def test_unknown_launchers_are_refused_not_run_locally() -> None:
     from harness.core.spec import spec_from_mapping
 
-    with pytest.raises(SpecError, match=r"launcher: only 'local' and 'torchrun' are implemented"):
-        spec_from_mapping({"name": "x", "command": ["python"], "launcher": "slurm"}, source="t")
+    with pytest.raises(SpecError, match=r"launcher: Input should be 'local', 'torchrun' or"):
+        spec_from_mapping({"name": "x", "command": ["python"], "launcher": "k8s"}, source="t")
+
+
+def test_a_slurm_table_takes_sbatch_words_and_refuses_anything_shell_like() -> None:
+    from harness.core.spec import spec_from_mapping
+
+    def slurm(table: dict[str, Any]) -> Any:
+        data = {"name": "x", "command": ["python"], "launcher": "slurm", "slurm": table}
+        return spec_from_mapping(data, source="s.toml").slurm
+
+    cfg = slurm(
+        {
+            "partition": "gpu",
+            "nodes": 2,
+            "gpus_per_node": 4,
+            "time": "1-12:00:00",
+            "mem": "64G",
+            "extra": ["--constraint=a100", "--exclusive"],
+            "requeue_on": ["NODE_FAIL", "PREEMPTED"],
+        }
+    )
+    assert (cfg.nodes, cfg.gpus_per_node, cfg.requeue_limit) == (2, 4, 3)
+    bad = {
+        "--wrap=rm": r"slurm.extra: '--wrap=rm': --wrap is set by the launcher",
+        "--comment=a b": r"no spaces, quotes or shell characters",
+        "--x=$(id)": r"no spaces, quotes or shell characters",
+        "-p gpu": r"each entry must be one sbatch option",
+    }
+    for option, message in bad.items():
+        with pytest.raises(SpecError, match=message):
+            slurm({"extra": [option]})
+    with pytest.raises(SpecError, match=r"s.toml: slurm.time: must be a time limit"):
+        slurm({"time": "forever"})
+    with pytest.raises(SpecError, match=r"slurm.partition: must be one word"):
+        slurm({"partition": "gpu;reboot"})
+    with pytest.raises(SpecError, match=r"slurm.mem: must be a size"):
+        slurm({"mem": "lots"})
+    with pytest.raises(SpecError, match=r"slurm.requeue_on.0: Input should be 'NODE_FAIL'"):
+        slurm({"requeue_on": ["TIMEOUT"]})  # it would run out of time again
 
 
 # -- nesting, sizes and odd files: one line, never a traceback -------------------------------
