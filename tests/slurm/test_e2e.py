@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.slurm.conftest import SlurmCluster
 
 from harness.core.spec import RunSpec
 from harness.runtime.launchers.slurm import SCRIPT_FILE, STATE_FILE, query_job
+from harness.runtime.nodeagent import VISIBLE_FILE
 from harness.runtime.procs import marked_processes
 from harness.runtime.supervisor import Supervisor
 from memory import Store
@@ -44,6 +44,7 @@ from tests.e2e.conftest import (  # noqa: F401 - fixtures
     wait_for,
 )
 from tests.e2e.test_supervisor_cli import Cli, cli, write_spec  # noqa: F401 - cli: a fixture
+from tests.slurm.conftest import SlurmCluster
 
 pytestmark = pytest.mark.slow
 
@@ -227,3 +228,25 @@ def test_a_supervisor_killed_hard_is_replaced_and_the_job_re_adopted(
     kept = cli.json("status", row.id)
     assert kept["status"] == "succeeded", kept["summary"]
     assert slurm_state(jid) == "COMPLETED"
+
+
+async def test_a_run_dir_the_job_cannot_see_fails_with_one_line_naming_it(
+    slurm_cluster: SlurmCluster, sup: Supervisor, store: Store
+) -> None:
+    # One machine cannot unshare a filesystem; what the job checks is the token the
+    # supervisor wrote in the run dir, so another run dir's token is what a node whose
+    # "same" path is a different directory would see.
+    spec = slurm_spec(py(E2E_JOBS / "sleeper.py", 60), slurm={"extra": ["--hold"]})
+    run_id = await sup.launch(spec, source="test")
+    await await_for(lambda: get_run(store, run_id).status == "queued", 30, "queued")
+    row = get_run(store, run_id)
+    (Path(row.run_dir) / VISIBLE_FILE).write_text("a different directory\n")
+    subprocess.run(["scontrol", "release", job_id(row.run_dir)], check=True, timeout=30)
+    row = await finish(sup, run_id, timeout=120)
+    assert row.status == "failed"
+    (incident,) = [i for i in incidents(store, run_id) if i.rule == "shared_fs"]
+    assert incident.mistake_id == "M-048"
+    assert "never reached its run directory" in row.summary and row.run_dir in row.summary
+    assert "\n" not in row.summary
+    slurm_out = next(Path(row.run_dir).glob("slurm-*.out")).read_text()
+    assert "is not visible from node" in slurm_out  # the job's own words, in its output
