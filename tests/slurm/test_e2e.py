@@ -250,3 +250,39 @@ async def test_a_run_dir_the_job_cannot_see_fails_with_one_line_naming_it(
     assert "\n" not in row.summary
     slurm_out = next(Path(row.run_dir).glob("slurm-*.out")).read_text()
     assert "is not visible from node" in slurm_out  # the job's own words, in its output
+
+
+async def test_a_node_failure_is_resubmitted_from_the_last_checkpoint(
+    slurm_cluster: SlurmCluster, sup: Supervisor, store: Store, notes: Notes, tmp_path: Path
+) -> None:
+    command = py(JOBS / "resumable.py", 150, tmp_path / "ckpt")
+    spec = slurm_spec(
+        command,
+        slurm={"requeue_on": ["NODE_FAIL"], "requeue_limit": 1},
+        gates={"score": ">= 1"},
+    )
+    run_id = await sup.launch(spec, source="test")
+    row = get_run(store, run_id)
+    metrics = Path(row.run_dir) / "metrics.jsonl"
+    await await_for(lambda: '"checkpoint"' in metrics.read_text(), 60, "a checkpoint event")
+    first = job_id(row.run_dir)
+    node = slurm_cluster.node
+    subprocess.run(
+        ["scontrol", "update", f"nodename={node}", "state=down", "reason=harness-test"],
+        check=True,
+        timeout=30,
+    )
+    try:
+        await await_for(lambda: job_id(row.run_dir) != first, 60, "the job resubmitted")
+    finally:  # the node comes back (ReturnToService=2 brings it back by itself here)
+        subprocess.run(["scontrol", "update", f"nodename={node}", "state=resume"], timeout=30)
+    assert slurm_state(first) == "NODE_FAIL"
+    row = await finish(sup, run_id, timeout=120)
+    assert row.status == "succeeded", (row.summary, rules(store, run_id))
+    assert (row.result or {})["final"]["resumed_from"] >= 5  # from a checkpoint, not step 0
+    (incident,) = [i for i in incidents(store, run_id) if i.rule == "scheduler_requeue"]
+    assert f"Slurm job {first} ended NODE_FAIL: resubmitted as job" in incident.summary
+    assert "from " in incident.summary and "attempt 2 of 2" in incident.summary
+    assert any("resubmitted as job" in t for t in notes.texts())
+    script = (Path(row.run_dir) / SCRIPT_FILE).read_text()
+    assert "--resume" in script  # the second submission carries the checkpoint
