@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -64,6 +65,11 @@ def _visible(run_dir: Path, token: str) -> bool:
         return False
 
 
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _int_env(name: str, default: int) -> int:
     try:
         return int(os.environ.get(name, ""))
@@ -80,6 +86,8 @@ class _Sampler(threading.Thread):
         self.node, self.every_s, self.root = node, every_s, root
         self.run_id = os.environ.get("HARNESS_RUN_ID", "")
         self.stop = threading.Event()
+        self.samples = 0
+        self.primed_cpu_s = 0.0  # the agent's CPU once started, imports and NVML included
 
     def run(self) -> None:
         # Imported here: a task that is not its node's first never pays for psutil or NVML.
@@ -98,12 +106,14 @@ class _Sampler(threading.Thread):
         except Exception as exc:  # no NVML on this node: CPU figures still come
             gpu_error = f"NVML could not start: {exc}"
         cpu.sample()  # primes the interval
+        self.primed_cpu_s = _cpu_s()
         while not self.stop.wait(self.every_s):
             try:
                 line = self._reading(cpu, gpu, gpu_error, read_ram)
             except Exception as exc:  # one bad reading must not end the sampling
                 line = {"t": time.time(), "node": self.node, "error": repr(exc)[:300]}
             self._append(line)
+            self.samples += 1
         if gpu is not None:
             gpu.close()
 
@@ -211,7 +221,20 @@ def main(argv: list[str]) -> int:
     code = child.wait()
     if sampler is not None:
         sampler.stop.set()
+        sampler.join(timeout=5)
     write_exit(str(exit_file), code)
+    # what the agent itself cost (its own CPU, not the command's): docs/slurm.md quotes it
+    ended = {
+        **started,
+        "ended_t": time.time(),
+        "agent_cpu_s": round(_cpu_s(), 4),
+        "startup_cpu_s": round(sampler.primed_cpu_s, 4) if sampler is not None else None,
+        "samples": sampler.samples if sampler is not None else 0,
+    }
+    try:
+        (run_dir / NODES_DIR / f"{node}.{task}.json").write_text(json.dumps(ended))
+    except OSError:
+        pass
     return code if code >= 0 else 128 - code
 
 
