@@ -9,14 +9,15 @@ up`` brings up the single-node one the tests use).
    --wrap 'sleep 2'`` polled with ``squeue`` every 0.05 s until RUNNING; supervised,
    ``Supervisor.launch`` of a ``launcher = "slurm"`` spec (pre-launch checks, the batch
    script, ``sbatch``) until the run's row says ``running``, which the supervisor writes
-   when its ``poll_s`` query (0.5 s here) sees RUNNING. Both include Slurm's own scheduling
+   when its ``poll_s`` query (0.5 s here; 2 s by default) sees RUNNING. Both include Slurm's own scheduling
    (the controller's scheduler runs on submit and then periodically).
 2. Overhead. The CPU-bound reference job of ``bench/supervisor.py`` (a fixed amount of
    pure-Python work over ``--cpus`` worker processes, a metrics line every 0.25 s; it
    times its own work and writes ``work_s`` in its end line) with ``--cpus-per-task
    --cpus``, run bare (a batch script running ``srun python bench/supervisor.py --job
-   overhead ...``) and supervised (``launcher = "slurm"``: the node agent sampling every
-   1 s, the supervisor polling Slurm and tailing metrics on this same machine),
+   overhead ...``) and supervised (``launcher = "slurm"``, defaults: the node agent
+   sampling every 1 s, the supervisor asking ``scontrol`` every 2 s and tailing metrics
+   on this same machine),
    alternated, bare first in odd pairs. The ratio is bare work time / supervised work
    time, median over the pairs (target >= 0.98). The node agent's own CPU time (its
    ``nodes/<node>.0.json``) per sample is printed too.
@@ -86,7 +87,6 @@ def spec_for(name: str, argv: list[str], cpus: int, *overrides: str) -> Any:
         spec,
         [
             f"slurm.cpus_per_task={cpus}",
-            "slurm.poll_s=0.5",
             "watch.min_util=0",
             "watch.min_ram_free_gb=0.2",
             *overrides,
@@ -112,7 +112,8 @@ async def latency(args: argparse.Namespace, tmp: Path) -> None:
     sup = Supervisor(store, tmp / "state-lat" / "runs")
     supervised: list[float] = []
     try:
-        spec = spec_for("bench-latency", [sys.executable, "-c", "import time; time.sleep(2)"], 1)
+        argv = [sys.executable, "-c", "import time; time.sleep(2)"]
+        spec = spec_for("bench-latency", argv, 1, "slurm.poll_s=0.5")
         for _ in range(args.latency):
             t0 = time.monotonic()
             run_id = await sup.launch(spec, source="bench")
