@@ -9,8 +9,9 @@ up`` brings up the single-node one the tests use).
    --wrap 'sleep 2'`` polled with ``squeue`` every 0.05 s until RUNNING; supervised,
    ``Supervisor.launch`` of a ``launcher = "slurm"`` spec (pre-launch checks, the batch
    script, ``sbatch``) until the run's row says ``running``, which the supervisor writes
-   when its ``poll_s`` query (0.5 s here; 2 s by default) sees RUNNING. Both include Slurm's own scheduling
-   (the controller's scheduler runs on submit and then periodically).
+   when its ``poll_s`` query (0.5 s here; 2 s by default) sees RUNNING. Both include
+   Slurm's own scheduling (the controller's scheduler runs on submit and then
+   periodically).
 2. Overhead. The CPU-bound reference job of ``bench/supervisor.py`` (a fixed amount of
    pure-Python work over ``--cpus`` worker processes, a metrics line every 0.25 s; it
    times its own work and writes ``work_s`` in its end line) with ``--cpus-per-task

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from sqlmodel import select
 
 import mistakes as ml
-from mistakes._catalogue import BUILTIN_MISTAKES
 from memory import Store
+from mistakes._catalogue import BUILTIN_MISTAKES
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "MISTAKES.md"
 REQUIRED = ("M-008", "M-014", "M-015", "M-025", "M-030", "M-032", "M-035", "M-037")

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-from typing import Any
 import sys
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import pytest
 
