@@ -63,6 +63,16 @@ RULE_LINKS: dict[str, tuple[str, ...]] = {
     "scheduler_cancelled": (),
     # the run dir must be on a filesystem the job's nodes see
     "shared_fs": ("M-048",),
+    # the diagnosis of training dynamics (harness.core.diagnose.SYMPTOM_MISTAKES)
+    "loss_spike": ("M-049",),
+    "divergence": ("M-049",),
+    "no_progress": ("M-029",),
+    "grad_explosion": ("M-001", "M-049"),
+    "vanishing_gradient": ("M-032",),
+    "metric_collapse": ("M-039", "M-018"),
+    "overfitting": ("M-007", "M-019"),
+    "degenerate_metric": ("M-031", "M-007"),
+    "throughput_drop": ("M-015",),
 }
 
 BUILTIN_MISTAKES: tuple[BuiltinMistake, ...] = (
@@ -275,6 +285,98 @@ BUILTIN_MISTAKES: tuple[BuiltinMistake, ...] = (
         prevention=(
             "The job's first act is to prove the run directory is visible from its node; "
             "if not, it stops with one line saying so and the run fails naming it."
+        ),
+    ),
+    BuiltinMistake(
+        id="M-001",
+        title="Hand-rolled gradient explosion",
+        section="Category: Training",
+        when="A hand-written backward pass.",
+        symptom="The model never learns; gradients are orders of magnitude off.",
+        root_cause="The manual backward pass had a 1,000,000x gradient magnitude error.",
+        fix="Use the framework's autograd; check gradients numerically.",
+        prevention="Run a gradient check on every architecture change; watch grad_norm.",
+    ),
+    BuiltinMistake(
+        id="M-007",
+        title="Loss collapse by memorisation",
+        section="Category: Training",
+        when="A small dataset sampled uniformly.",
+        symptom="Loss drops to almost nothing; the model outputs one response for every prompt.",
+        root_cause="Memorisation, not learning: the sampling overfit to one response pattern.",
+        fix="Sample by weight (e.g. by length); more data.",
+        prevention=(
+            "Ultra-low loss on small datasets = memorisation. Monitor per-prompt diversity, "
+            "not just aggregate loss."
+        ),
+    ),
+    BuiltinMistake(
+        id="M-018",
+        title="A format change silently dropped the bench score",
+        section="Category: Data",
+        when="Changing the format of the training targets (a prefix added).",
+        symptom="The evaluation score fell (21 to 15) after the change.",
+        root_cause="The change altered what the model was trained and judged on.",
+        fix="Compare like with like; re-run the gate after any target format change.",
+        prevention="Any change to the data or its format re-runs the evaluation at once.",
+    ),
+    BuiltinMistake(
+        id="M-019",
+        title="New data caused a regression on old behaviour",
+        section="Category: Data",
+        when="Adding new intents to a small fixed dataset.",
+        symptom="Existing cases that used to pass started failing.",
+        root_cause="A small fixed dataset plus new data distorted the decision boundary.",
+        fix="Add deterministic examples for every must-pass case.",
+        prevention="After any data change, re-run the evaluation immediately.",
+    ),
+    BuiltinMistake(
+        id="M-029",
+        title="Loss plateaued: the model found a shortcut",
+        section="Category: Training",
+        when="An encoder-decoder trained with too little noise.",
+        symptom=(
+            "Loss plateaued at the same value whatever the batch size or lr; the output was "
+            "gibberish."
+        ),
+        root_cause="The decoder ignored its conditioning and learned local statistics only.",
+        fix="Force the dependency (more denoising); add diagnostics after training.",
+        prevention="A loss that will not move across settings is structural: instrument it.",
+    ),
+    BuiltinMistake(
+        id="M-031",
+        title="A metric identical across every variant, ignored",
+        section="Category: Process",
+        when="Twelve training variants tried blind.",
+        symptom="A metric stuck at exactly the same value (0.9591) across all runs.",
+        root_cause=(
+            "The constancy was the diagnostic signal: the problem was upstream of training, "
+            "and no one instrumented the data flow."
+        ),
+        fix="Stop iterating; trace the data through every stage and measure each.",
+        prevention="A metric exactly constant where it should vary means: instrument, now.",
+    ),
+    BuiltinMistake(
+        id="M-039",
+        title="A training phase destroyed a capability the loss did not show",
+        section="Category: Training",
+        when="A second phase (a different objective or data) after a good first phase.",
+        symptom="The evaluation quality collapsed after the phase while its own loss improved.",
+        root_cause="Catastrophic forgetting from a mismatched objective or data mix.",
+        fix="Keep the checkpoint from before the phase; lower lr; mix in the old data.",
+        prevention="After any phase or data change, run the full evaluation before going on.",
+    ),
+    BuiltinMistake(
+        id="M-049",
+        title="An lr too high made training unstable (accuracy 93 % to 63 %)",
+        section="Stability journal",
+        when="Training the echo task at lr 5e-4.",
+        symptom="Instability around step 600: accuracy crashed from 93 % to 63 %.",
+        root_cause="The learning rate was too high for the later phase of training.",
+        fix="Resume from the checkpoint before the crash with a lower lr (1e-4).",
+        prevention=(
+            "The harness names a spike, divergence or gradient explosion when it starts, "
+            "with the lr change before it, and can roll back to the last checkpoint."
         ),
     ),
 )

@@ -153,6 +153,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("spec", nargs="?", metavar="SPEC|PRESET")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     _json(p)
+    p = _cmd(
+        sub,
+        "diagnose",
+        "harness.cli.diagnose:cmd_diagnose",
+        "what went wrong in training, why, and what to do (a run or a metrics file)",
+    )
+    p.add_argument("target", metavar="RUN|METRICS_FILE")
+    _json(p)
     _cmd(sub, "adopt", f"{runs}:cmd_adopt", "re-adopt runs whose supervisor died and watch them")
     p = _cmd(sub, "presets", f"{runs}:cmd_presets", "list the presets")
     _json(p)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from dataclasses import asdict
@@ -19,7 +20,7 @@ from harness.core.values import toml_value
 from harness.errors import ConflictError, HarnessError, NotFoundError, UsageError
 from harness.job.protocol import CONTROLS_FILE, METRICS_FILE, STDERR_FILE, STDOUT_FILE
 from harness.runtime.controls import update_controls
-from harness.runtime.launchers.slurm import SCRIPT_FILE
+from harness.runtime.launchers.slurm import SCRIPT_FILE, STATE_FILE
 from harness.runtime.launchers.torchrun import rank_logs
 from harness.runtime.orphans import abort_unsupervised, supervisor_alive
 from harness.runtime.tail import RankRate, rank_rates
@@ -65,6 +66,18 @@ def _rank_line(r: RankRate) -> str:
     return ", ".join(parts)
 
 
+def _slurm_job(run: Run) -> str | None:
+    """``slurm job 4102 (attempt 2)`` for a Slurm run that was submitted; else None."""
+    if (run.spec or {}).get("launcher") != "slurm":
+        return None
+    try:
+        saved = json.loads((Path(run.run_dir) / STATE_FILE).read_text(encoding="utf-8"))
+        job, attempt = str(saved["job_id"]), int(saved.get("attempt", 1))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return f"slurm job {clip(job, 32)}" + (f" (attempt {attempt})" if attempt > 1 else "")
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     with store_for(args) as store:
         if args.run:
@@ -80,6 +93,8 @@ def cmd_status(args: argparse.Namespace) -> int:
                 f"  ended {fmt_time(run.ended_at)}"
             )
             print(f"  run dir {run.run_dir}")
+            if (job := _slurm_job(run)) is not None:
+                print(f"  {job}")
             for rank in ranks:
                 print(f"  {_rank_line(rank)}")
             for gate in (run.result or {}).get("gates", []):

@@ -57,7 +57,7 @@ def test_reopening_does_not_duplicate_or_overwrite(tmp_path: Path) -> None:
         s.add(m)
     with ml.open_log(path) as store, store.read() as s:
         assert ml.get_mistake(session=s, mistake_id="M-015").title == "our own words"
-        assert len(ml.list_mistakes(session=s)) == len(BUILTIN_MISTAKES) == 12
+        assert len(ml.list_mistakes(session=s)) == len(BUILTIN_MISTAKES) == 20
 
 
 def test_import_export_import_round_trip_is_identical(tmp_path: Path, store: Store) -> None:
@@ -196,7 +196,7 @@ def test_add_assigns_the_next_id_and_refuses_duplicates(store: Store) -> None:
             category="Storage",
             fields={"Fix": "prune", "Cost": "3h"},
         )
-    assert m.id == "M-049"
+    assert m.id == "M-050"
     assert m.fix == "prune" and m.extra == [["Cost", "3h"]]
     with pytest.raises(ml.InvalidInputError, match="M-046 exists"), store.write() as s:
         ml.add_mistake(session=s, title="again", mistake_id="m-46")

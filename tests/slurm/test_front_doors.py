@@ -7,6 +7,7 @@ at the terminal, against the real single-node Slurm.
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -83,11 +84,12 @@ async def wait_status(real: BotService, run_id: str, want: tuple[str, ...]) -> R
             await asyncio.sleep(0.1)
 
 
-def slurm_state(row: Run) -> str:
-    import json
+def slurm_job(row: Run) -> str:
+    return str(json.loads((Path(row.run_dir) / STATE_FILE).read_text())["job_id"])
 
-    job = json.loads((Path(row.run_dir) / STATE_FILE).read_text())["job_id"]
-    state = query_job(str(job))
+
+def slurm_state(row: Run) -> str:
+    state = query_job(slurm_job(row))
     return state.state if state is not None else "GONE"
 
 
@@ -132,6 +134,15 @@ async def test_discord_starts_shows_and_aborts_a_slurm_run(
         env={"HARNESS_HOME": str(home), "PATH": "/usr/bin:/bin"},
     )
     assert p.returncode != 0 and "launched by 'slurm'" in p.stderr
+    shown = [sys.executable, "-m", "harness", "status", run.id]
+    p = subprocess.run(
+        shown,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"HARNESS_HOME": str(home), "PATH": "/usr/bin:/bin"},
+    )
+    assert p.returncode == 0 and f"slurm job {slurm_job(ended)}" in p.stdout, p.stdout
 
 
 async def test_the_api_launches_a_slurm_preset(

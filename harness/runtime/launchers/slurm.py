@@ -306,6 +306,7 @@ class SlurmJob:
     _ended: tuple[bool, int | None] | None = None
     _queued_since: float = field(default_factory=time.time)
     _detail: str = ""
+    _stopping: bool = False  # an abort began: an end is final, never resubmitted
     notes: list[str] = field(default_factory=list)  # what the supervisor should say (requeues)
 
     def __post_init__(self) -> None:
@@ -315,20 +316,22 @@ class SlurmJob:
     def record(self) -> procs.ProcRecord:
         return procs.ProcRecord(int(self.job_id), self.submitted_at, self.run_id)
 
-    def _ask(self) -> SlurmState | None:
-        try:
-            return query_job(self.job_id)
-        except OSError:
-            return self._state  # the controller did not answer: what we knew, asked again soon
-
     def poll(self) -> tuple[bool, int | None]:
+        """(ended, the command's exit status), asking Slurm at most every ``poll_s``.
+
+        A controller that does not answer is not an end: the job is asked about again at
+        the next poll (the rules go on judging the node agents' samples meanwhile).
+        """
         if self._ended is not None:
             return self._ended
         now = time.monotonic()
         if now < self._next_query:
             return False, None
         self._next_query = now + self.cfg.poll_s
-        state = self._ask()
+        try:
+            state = query_job(self.job_id)
+        except OSError:
+            return False, None
         if state is None:  # neither the controller nor accounting knows it: it is over
             state = SlurmState("COMPLETED" if read_exit(self.run_dir) == 0 else "UNKNOWN")
         if state.waiting and (self._state is None or not self._state.waiting):
@@ -336,7 +339,8 @@ class SlurmJob:
         self._state = state
         if not state.ended and state.state != "UNKNOWN":
             return False, None
-        if state.state in self.cfg.requeue_on and self.attempt <= self.cfg.requeue_limit:
+        again = state.state in self.cfg.requeue_on and self.attempt <= self.cfg.requeue_limit
+        if again and not self._stopping:
             self._resubmit(state)
             return False, None
         code = read_exit(self.run_dir)
@@ -387,9 +391,16 @@ class SlurmJob:
         )
 
     def terminate(self, *, int_grace: float, term_grace: float) -> procs.Escalation:
+        """INT, then Slurm's TERM-then-KILL, then KILL, to every process of the job, with
+        the graces between; a pending job is cancelled. Survivors: the job id, if Slurm
+        still has it running at the end."""
         t0 = time.monotonic()
+        self._stopping = True
         signals: list[tuple[str, int]] = []
-        state = self._ask()
+        try:
+            state = query_job(self.job_id)
+        except OSError:  # cannot tell: stop it as if it runs (scancel says what it can)
+            state = self._state or SlurmState("RUNNING")
         if state is None or state.ended:
             return procs.Escalation(signals, [], time.monotonic() - t0, [])
         steps: list[tuple[str, list[str], float]] = [
@@ -409,8 +420,12 @@ class SlurmJob:
     def _wait_ended(self, grace: float) -> bool:
         deadline = time.monotonic() + grace
         while True:
-            state = self._ask()
-            if state is None or state.ended:
+            try:
+                state = query_job(self.job_id)
+                ended = state is None or state.ended
+            except OSError:  # no answer is no end
+                ended = False
+            if ended:
                 self._next_query = 0.0
                 return True
             if time.monotonic() >= deadline:

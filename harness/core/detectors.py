@@ -1,0 +1,745 @@
+"""Training-dynamics detectors (DESIGN section 12): pure, incremental, constant work per line.
+
+:class:`Detectors` is fed the job's metrics lines one at a time (``feed``) and returns
+the symptoms each line completes; ``close`` adds what only the end of the stream decides.
+It keeps the context the causes are read from (controls changes, data changes,
+checkpoints, phases) in :attr:`Detectors.context`. No clock, no I/O: the supervisor feeds
+it live, ``harness diagnose`` feeds it a file, the tests feed it lists.
+
+The rules, their thresholds and where they come from are in ``docs/diagnosis.md``; the
+constants below are those defaults. Every value comes from the job and is untrusted: a
+line that is not a number where one is expected is skipped, never raised on. A metric a
+job does not report disables the detectors that need it. Each symptom is reported once
+per run, at its first onset.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left, insort
+from collections import deque
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import pairwise
+from typing import Any, Literal
+
+from harness.core.values import as_float
+
+__all__ = [
+    "ACCURACY_HINTS",
+    "CAUSES",
+    "EVAL_LOSSES",
+    "SYMPTOMS",
+    "Change",
+    "Context",
+    "Detectors",
+    "Symptom",
+]
+
+SYMPTOMS = (
+    "nonfinite",
+    "loss_spike",
+    "divergence",
+    "no_progress",
+    "grad_explosion",
+    "vanishing_gradient",
+    "metric_collapse",
+    "overfitting",
+    "degenerate_metric",
+    "throughput_drop",
+    "stall",
+)
+CAUSES = ("lr_too_high", "lr_change", "data_change", "bad_batch", "overfit_small_data", "unknown")
+Severity = Literal["info", "warn", "critical"]
+SEVERITY: dict[str, Severity] = {
+    "nonfinite": "critical",
+    "divergence": "critical",
+    "metric_collapse": "critical",
+    "loss_spike": "info",
+}
+
+EVAL_LOSSES = ("val_loss", "eval_loss", "valid_loss", "validation_loss")
+ACCURACY_HINTS = ("acc",)  # a metric whose name holds one of these is accuracy-like
+THROUGHPUT = ("samples_per_s", "tokens_per_s")
+_NOT_ACCURACY = ("ceiling",)  # the bundled trainer's constant bound beside its accuracy
+
+# -- the defaults (docs/diagnosis.md says why each is what it is) ---------------------------
+WARMUP_LINES = 20  # train-loss lines before the spike rule has a baseline
+SPIKE_WINDOW = 50  # lines of the running mean and sigma
+SPIKE_SIGMA = 6.0  # a spike: above mean + 6 sigma ...
+SPIKE_REL = 0.25  # ... and at least 25 % above the mean
+SPIKE_RECOVER_LINES = 20  # a spike must be back under mean + 2 sigma within this many lines
+EMA_ALPHA = 0.1  # smoothing of the train loss for divergence and progress
+DIVERGE_LOST = 0.5  # divergence: half the progress made is lost ...
+DIVERGE_LINES = 10  # ... for this many lines in a row
+DIVERGE_BLOWUP = 2.0  # or the smoothed loss is twice its start, for as long
+PROGRESS_AT = 0.3  # no_progress is judged once 30 % of total_steps are done ...
+PROGRESS_LINES = 200  # ... or after this many loss lines when the total is unknown
+PROGRESS_MIN = 0.05  # and means a fall of less than 5 % from the start
+GRAD_WINDOW = 100  # values of grad_norm in its running median
+GRAD_MIN_VALUES = 20
+GRAD_EXPLODE = 10.0  # grad_explosion: >= 10x the running median
+GRAD_VANISH = 1e-3  # vanishing: <= 1/1000 of the early median (or 1e-8) ...
+GRAD_VANISH_LINES = 10  # ... for this many lines, while the loss has not halved
+COLLAPSE_REL = 0.15  # metric_collapse: 15 % below the best ...
+COLLAPSE_ABS = 0.05  # ... and 0.05 below it (accuracy in [0, 1]), at two evals in a row
+OVERFIT_EVALS = 3  # overfitting: eval loss up at 3 evals in a row ...
+OVERFIT_RISE = 0.05  # ... 5 % above its best, while train loss fell
+CONSTANT_LINES = 50  # degenerate: exactly constant for 50 step lines ...
+CONSTANT_EVALS = 5  # ... or 5 evals, after it had varied
+THROUGHPUT_DROP = 0.6  # throughput_drop: the smoothed rate at <= 60 % of its best ...
+THROUGHPUT_LINES = 10  # ... for 10 lines in a row
+STALL_GAP_S = 60.0  # stall: a gap of at least 60 s ...
+STALL_GAP_X = 10.0  # ... and 10x the usual gap between lines, in the train phase
+CONTEXT_KEEP = 256  # changes and checkpoints kept for the causes
+
+
+@dataclass(frozen=True)
+class Symptom:
+    """One symptom at its onset, with the numbers that decided it."""
+
+    symptom: str
+    step: int | None
+    t: float | None
+    metric: str
+    evidence: tuple[str, ...]  # lines a person reads, each with its numbers
+    numbers: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def severity(self) -> Severity:
+        return SEVERITY.get(self.symptom, "warn")
+
+
+@dataclass(frozen=True)
+class Change:
+    """A change the job reported applying: ``lr`` (before and after) or ``data``."""
+
+    kind: str  # "lr", "data", "other"
+    step: int | None  # the last step line before it
+    t: float | None
+    line: int  # its line number in the stream (1-based)
+    before: Any = None
+    after: Any = None
+
+
+@dataclass
+class Context:
+    """What the causes are read from: changes, checkpoints, the lr, the run's extent."""
+
+    changes: deque[Change] = field(default_factory=lambda: deque(maxlen=CONTEXT_KEEP))
+    checkpoints: deque[tuple[int, str, float | None]] = field(
+        default_factory=lambda: deque(maxlen=CONTEXT_KEEP)
+    )
+    lr_first: float | None = None
+    lr_max: float | None = None
+    lr_last: float | None = None
+    total_steps: int | None = None
+    lines: int = 0
+    step: int | None = None
+    loss_start: float | None = None
+    loss_best: float | None = None
+    train_evals: int = 0  # eval lines seen (the size of the evaluation history)
+
+
+def _count(v: Any) -> int | None:
+    return v if isinstance(v, int) and not isinstance(v, bool) and -(2**63) < v < 2**63 else None
+
+
+def _finite(v: Any) -> float | None:
+    x = as_float(v)
+    return x if x is not None and math.isfinite(x) else None
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.4g}"
+
+
+class _Window:
+    """Mean and sigma of the last ``n`` values, O(1) per value."""
+
+    def __init__(self, n: int) -> None:
+        self.values: deque[float] = deque(maxlen=n)
+        self.sum = 0.0
+        self.sq = 0.0
+
+    def add(self, x: float) -> None:
+        if len(self.values) == self.values.maxlen:
+            old = self.values[0]
+            self.sum -= old
+            self.sq -= old * old
+        self.values.append(x)
+        self.sum += x
+        self.sq += x * x
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    def mean(self) -> float:
+        return self.sum / len(self.values)
+
+    def sigma(self) -> float:
+        m = self.mean()
+        return math.sqrt(max(self.sq / len(self.values) - m * m, 0.0))
+
+
+class _Median:
+    """Running median of the last ``n`` values (a sorted list: O(n) per value, n is small)."""
+
+    def __init__(self, n: int) -> None:
+        self.order: deque[float] = deque(maxlen=n)
+        self.sorted: list[float] = []
+
+    def add(self, x: float) -> None:
+        if len(self.order) == self.order.maxlen:
+            old = self.order[0]
+            del self.sorted[bisect_left(self.sorted, old)]
+        self.order.append(x)
+        insort(self.sorted, x)
+
+    @property
+    def n(self) -> int:
+        return len(self.sorted)
+
+    def median(self) -> float:
+        s, n = self.sorted, len(self.sorted)
+        return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
+
+
+@dataclass
+class _Streak:
+    """Consecutive observations meeting a condition, and where the streak began."""
+
+    length: int = 0
+    step: int | None = None
+    t: float | None = None
+
+    def hit(self, step: int | None, t: float | None) -> int:
+        if self.length == 0:
+            self.step, self.t = step, t
+        self.length += 1
+        return self.length
+
+    def miss(self) -> None:
+        self.length = 0
+
+
+@dataclass
+class _Constant:
+    last: float | None = None
+    varied: bool = False
+    streak: _Streak = field(default_factory=_Streak)
+
+
+class Detectors:
+    """Every detector over one metrics stream.
+
+    ``gated_up`` names metrics the spec gates with ``>=`` or ``>`` (accuracy-like, whatever
+    their name). ``total_steps`` may come from the spec; a ``start`` line's wins.
+    """
+
+    def __init__(self, *, gated_up: Collection[str] = (), total_steps: int | None = None) -> None:
+        self.context = Context(total_steps=total_steps)
+        self.gated_up = frozenset(gated_up)
+        self.found: dict[str, Symptom] = {}  # each symptom once, at its first onset
+        self._phase = "train"
+        self._resumed = False
+        # train loss
+        self._window = _Window(SPIKE_WINDOW)
+        self._spike: tuple[int | None, float | None, float, float, float, int] | None = None
+        self._ema: float | None = None
+        self._first: list[float] = []
+        self._loss_lines = 0
+        self._diverge = _Streak()
+        self._best_at: tuple[int | None, float | None] = (None, None)  # where the loss was best
+        self._progress_done = False
+        # gradients
+        self._grad = _Median(GRAD_WINDOW)
+        self._grad_early: float | None = None
+        self._vanish = _Streak()
+        # eval metrics
+        self._best: dict[str, float] = {}
+        self._low: dict[str, tuple[int | None, float | None, float]] = {}
+        self._eval_loss: dict[str, deque[tuple[int | None, float, float | None]]] = {}
+        # degenerate metrics and throughput
+        self._constant: dict[str, _Constant] = {}
+        self._rate_ema: float | None = None
+        self._rate_best = 0.0
+        self._rate_values = 0
+        self._slow = _Streak()
+        # time gaps
+        self._last_t: float | None = None
+        self._last_step: int | None = None
+        self._gaps = _Median(50)
+        self._lr_prev: float | None = None
+        self._restart_grace = 0
+
+    # -- the stream ------------------------------------------------------------------------
+
+    def feed(self, rec: Mapping[str, Any]) -> list[Symptom]:
+        """One metrics line; the symptoms it completes (usually none)."""
+        ctx = self.context
+        ctx.lines += 1
+        out: list[Symptom] = []
+        t = _finite(rec.get("t"))
+        event = rec.get("event")
+        if event is not None:
+            self._on_event(event, rec, t)
+            self._gap(t, None, out)
+            return self._new(out)
+        step = _count(rec.get("step"))
+        if step is None:
+            return []
+        self._gap(t, step, out)
+        ctx.step = step
+        self._nonfinite(rec, step, t, out)
+        lr = _finite(rec.get("lr"))
+        if lr is not None:
+            self._on_lr(lr)
+        loss = _finite(rec.get("loss"))
+        if loss is not None:
+            self._on_loss(loss, step, t, out)
+        grad = _finite(rec.get("grad_norm"))
+        if grad is not None:
+            self._on_grad(grad, step, t, out)
+        evals = False
+        for key, raw in rec.items():
+            if key in ("t", "step", "loss", "lr", "grad_norm"):
+                continue
+            value = _finite(raw)
+            if value is None:
+                continue
+            if key in EVAL_LOSSES:
+                evals = True
+                self._on_eval_loss(key, value, step, t, out)
+            elif self._accuracy_like(key):
+                evals = True
+                self._on_accuracy(key, value, step, t, out)
+            elif key in THROUGHPUT:
+                self._on_rate(key, value, step, t, out)
+        if evals:
+            ctx.train_evals += 1
+        if loss is not None:
+            self._degenerate("loss", loss, step, t, CONSTANT_LINES, out)
+        if grad is not None:
+            self._degenerate("grad_norm", grad, step, t, CONSTANT_LINES, out)
+        return self._new(out)
+
+    def feed_all(self, records: Iterable[Mapping[str, Any]]) -> list[Symptom]:
+        out: list[Symptom] = []
+        for rec in records:
+            out += self.feed(rec)
+        return out + self.close()
+
+    def close(self) -> list[Symptom]:
+        """The end of the stream: what only the whole run decides (a short run's progress)."""
+        out: list[Symptom] = []
+        ctx = self.context
+        if self._loss_lines >= 50:
+            self._progress(ctx.step, None, out, final=True)
+        return self._new(out)
+
+    def _new(self, symptoms: Sequence[Symptom]) -> list[Symptom]:
+        fresh = []
+        for s in symptoms:
+            if s.symptom not in self.found:
+                self.found[s.symptom] = s
+                fresh.append(s)
+        return fresh
+
+    # -- events ----------------------------------------------------------------------------
+
+    def _on_event(self, event: Any, rec: Mapping[str, Any], t: float | None) -> None:
+        ctx = self.context
+        if event == "start":
+            total = _count(rec.get("total_steps"))
+            if total is not None and total > 0:
+                ctx.total_steps = total
+            resumed = _count(rec.get("resumed_from"))
+            self._resumed = bool(resumed)
+        elif event == "phase" and isinstance(rec.get("phase"), str):
+            self._phase = rec["phase"][:64]
+        elif event == "checkpoint":
+            step = _count(rec.get("step"))
+            path = rec.get("path")
+            if step is not None and isinstance(path, str):
+                ctx.checkpoints.append((step, path[:4096], t))
+        elif event == "controls" and isinstance(rec.get("applied"), Mapping):
+            applied = rec["applied"]
+            for key, value in list(applied.items())[:32]:
+                if key == "lr":
+                    after = _finite(value)
+                    ctx.changes.append(Change("lr", ctx.step, t, ctx.lines, ctx.lr_last, after))
+                    if after is not None:
+                        self._lr_prev = after  # a controls change is not a schedule restart
+                elif key in ("data_weights", "data_mix", "data"):
+                    ctx.changes.append(Change("data", ctx.step, t, ctx.lines, None, value))
+                else:
+                    ctx.changes.append(Change("other", ctx.step, t, ctx.lines, key, value))
+
+    def _on_lr(self, lr: float) -> None:
+        ctx = self.context
+        if ctx.lr_first is None:
+            ctx.lr_first = lr
+        ctx.lr_max = lr if ctx.lr_max is None else max(ctx.lr_max, lr)
+        prev = self._lr_prev
+        if prev is not None and prev > 0 and lr > prev * 1.5:
+            self._restart_grace = SPIKE_RECOVER_LINES  # a schedule restart: loss may bump
+        self._lr_prev = ctx.lr_last = lr
+
+    def _warming(self) -> bool:
+        """The first lr warmup: the lr still rising from its first value, no change reported."""
+        ctx = self.context
+        return (
+            ctx.lr_first is not None
+            and ctx.lr_last is not None
+            and ctx.lr_max is not None
+            and ctx.lr_last >= ctx.lr_max
+            and ctx.lr_last > ctx.lr_first * 1.001
+            and not ctx.changes
+            and self._loss_lines < 10 * WARMUP_LINES
+        )
+
+    # -- detectors -------------------------------------------------------------------------
+
+    def _nonfinite(
+        self, rec: Mapping[str, Any], step: int, t: float | None, out: list[Symptom]
+    ) -> None:
+        if "nonfinite" in self.found:
+            return
+        for key in ("loss", "grad_norm", *EVAL_LOSSES):
+            x = as_float(rec.get(key))
+            if x is not None and not math.isfinite(x):
+                out.append(
+                    Symptom("nonfinite", step, t, key, (f"{key} is {x} at step {step}",), {})
+                )
+                return
+
+    def _on_loss(self, x: float, step: int, t: float | None, out: list[Symptom]) -> None:
+        ctx = self.context
+        self._loss_lines += 1
+        if len(self._first) < 5:
+            self._first.append(x)
+            ctx.loss_start = sum(self._first) / len(self._first)
+        self._ema = x if self._ema is None else self._ema + EMA_ALPHA * (x - self._ema)
+        if self._loss_lines > 5 and (ctx.loss_best is None or self._ema < ctx.loss_best):
+            ctx.loss_best, self._best_at = self._ema, (step, t)
+        self._spikes(x, step, t, out)
+        self._divergence(step, t, out)
+        self._progress(step, t, out, final=False)
+
+    def _spikes(self, x: float, step: int, t: float | None, out: list[Symptom]) -> None:
+        w = self._window
+        if self._restart_grace > 0:
+            self._restart_grace -= 1
+        if self._spike is not None:
+            s_step, s_t, value, mean, sigma, waited = self._spike
+            if x <= mean + 2 * sigma or x <= mean * (1 + SPIKE_REL / 2):
+                ratio = value / mean if mean else math.inf
+                out.append(
+                    Symptom(
+                        "loss_spike",
+                        s_step,
+                        s_t,
+                        "loss",
+                        (
+                            f"loss {_fmt(value)} at step {s_step}, {ratio:.1f}x its running mean "
+                            f"{_fmt(mean)} (sigma {_fmt(sigma)}); back to {_fmt(x)} by step {step}",
+                        ),
+                        {"loss": value, "mean": mean, "sigma": sigma, "recovered_step": step},
+                    )
+                )
+                self._spike = None
+            elif waited + 1 >= SPIKE_RECOVER_LINES:
+                self._spike = None  # it did not come back: a shift, judged as divergence
+            else:
+                self._spike = (s_step, s_t, value, mean, sigma, waited + 1)
+                return
+        if w.n >= WARMUP_LINES and self._restart_grace == 0 and not self._warming():
+            mean, sigma = w.mean(), w.sigma()
+            if x - mean > max(SPIKE_SIGMA * sigma, SPIKE_REL * abs(mean)):
+                self._spike = (step, t, x, mean, sigma, 0)
+                return  # the spike stays out of its own baseline
+        w.add(x)
+
+    def _divergence(self, step: int, t: float | None, out: list[Symptom]) -> None:
+        ctx = self.context
+        start, best, ema = ctx.loss_start, ctx.loss_best, self._ema
+        if start is None or best is None or ema is None or self._loss_lines < WARMUP_LINES:
+            return
+        progress = start - best
+        lost = progress > 0.05 * abs(start) and ema > best + DIVERGE_LOST * progress
+        blown = ema > DIVERGE_BLOWUP * abs(start) and start > 0
+        if (lost and ema > best * 1.2 if best > 0 else lost) or blown:
+            if self._diverge.hit(step, t) >= DIVERGE_LINES:
+                why = (
+                    f"smoothed loss {_fmt(ema)} is {ema / start:.1f}x its start {_fmt(start)}"
+                    if blown
+                    else f"smoothed loss fell from {_fmt(start)} to {_fmt(best)}, then rose to "
+                    f"{_fmt(ema)}: {(ema - best) / progress * 100:.0f} % of the progress lost"
+                )
+                # the onset is where the loss turned: its best, unless it never fell
+                onset = (
+                    self._best_at if lost and not blown else (self._diverge.step, self._diverge.t)
+                )
+                out.append(
+                    Symptom(
+                        "divergence",
+                        onset[0],
+                        onset[1],
+                        "loss",
+                        (
+                            f"{why}, for {self._diverge.length} lines from step "
+                            f"{self._diverge.step}",
+                        ),
+                        {"start": start, "best": best, "now": ema},
+                    )
+                )
+        else:
+            self._diverge.miss()
+
+    def _progress(
+        self, step: int | None, t: float | None, out: list[Symptom], *, final: bool
+    ) -> None:
+        ctx = self.context
+        if "no_progress" in self.found or self._progress_done or self._resumed or step is None:
+            return
+        start, ema = ctx.loss_start, self._ema
+        if start is None or ema is None or start <= 0:
+            return
+        if not final:
+            total = ctx.total_steps
+            due = step >= PROGRESS_AT * total if total else self._loss_lines >= PROGRESS_LINES
+            if not due or self._loss_lines < 50:
+                return
+        if ema >= (1 - PROGRESS_MIN) * start:
+            done = (
+                f" ({step / ctx.total_steps * 100:.0f} % of {ctx.total_steps} steps)"
+                if ctx.total_steps
+                else ""
+            )
+            out.append(
+                Symptom(
+                    "no_progress",
+                    step,
+                    t,
+                    "loss",
+                    (
+                        f"smoothed loss {_fmt(ema)} at step {step}{done} against {_fmt(start)} "
+                        f"at the start: {(1 - ema / start) * 100:.1f} % lower (less than "
+                        f"{PROGRESS_MIN * 100:.0f} %)",
+                    ),
+                    {"start": start, "now": ema},
+                )
+            )
+        else:
+            self._progress_done = True  # judged once: it had made progress by then
+
+    def _on_grad(self, g: float, step: int, t: float | None, out: list[Symptom]) -> None:
+        med = self._grad
+        if med.n >= GRAD_MIN_VALUES:
+            m = med.median()
+            if self._grad_early is None and med.n >= GRAD_MIN_VALUES:
+                self._grad_early = m
+            if m > 0 and g >= GRAD_EXPLODE * m:
+                out.append(
+                    Symptom(
+                        "grad_explosion",
+                        step,
+                        t,
+                        "grad_norm",
+                        (
+                            f"grad_norm {_fmt(g)} at step {step}, {g / m:.0f}x its running "
+                            f"median {_fmt(m)}",
+                        ),
+                        {"grad_norm": g, "median": m},
+                    )
+                )
+            early = self._grad_early or 0.0
+            ctx = self.context
+            unconverged = (
+                ctx.loss_start is None or self._ema is None or self._ema > 0.5 * ctx.loss_start
+            )
+            if g <= max(1e-8, GRAD_VANISH * early) and unconverged:
+                if self._vanish.hit(step, t) >= GRAD_VANISH_LINES:
+                    out.append(
+                        Symptom(
+                            "vanishing_gradient",
+                            self._vanish.step,
+                            self._vanish.t,
+                            "grad_norm",
+                            (
+                                f"grad_norm {_fmt(g)} for {self._vanish.length} lines from step "
+                                f"{self._vanish.step}, against {_fmt(early)} early in the run, "
+                                "while the loss has not halved",
+                            ),
+                            {"grad_norm": g, "early": early},
+                        )
+                    )
+            else:
+                self._vanish.miss()
+        med.add(g)
+
+    def _accuracy_like(self, key: str) -> bool:
+        if key in self.gated_up:
+            return True
+        low = key.lower()
+        return any(h in low for h in ACCURACY_HINTS) and not any(n in low for n in _NOT_ACCURACY)
+
+    def _on_accuracy(
+        self, key: str, x: float, step: int, t: float | None, out: list[Symptom]
+    ) -> None:
+        best = self._best.get(key)
+        self._degenerate(key, x, step, t, CONSTANT_EVALS, out)
+        if best is None or x > best:
+            self._best[key] = x
+            self._low.pop(key, None)
+            return
+        drop = best - x
+        if drop >= max(COLLAPSE_REL * abs(best), COLLAPSE_ABS if abs(best) <= 1.0 else 5.0):
+            first = self._low.get(key)
+            if first is None:
+                self._low[key] = (step, t, x)
+                return
+            f_step, f_t, f_x = first
+            out.append(
+                Symptom(
+                    "metric_collapse",
+                    f_step,
+                    f_t,
+                    key,
+                    (
+                        f"{key} fell from its best {_fmt(best)} to {_fmt(f_x)} at step {f_step} "
+                        f"and is {_fmt(x)} at step {step} ({drop / abs(best) * 100:.0f} % below)",
+                    ),
+                    {"best": best, "first": f_x, "now": x},
+                )
+            )
+        else:
+            self._low.pop(key, None)
+
+    def _on_eval_loss(
+        self, key: str, x: float, step: int, t: float | None, out: list[Symptom]
+    ) -> None:
+        self._degenerate(key, x, step, t, CONSTANT_EVALS, out)
+        series = self._eval_loss.setdefault(key, deque(maxlen=OVERFIT_EVALS + 1))
+        series.append((step, x, self._ema))
+        if len(series) < OVERFIT_EVALS + 1:
+            return
+        values = [v for _, v, _ in series]
+        rising = all(b > a for a, b in pairwise(values))
+        low = values[0]
+        train = [e for _, _, e in series]
+        falling = train[0] is not None and train[-1] is not None and train[-1] < train[0]
+        if rising and low > 0 and values[-1] >= low * (1 + OVERFIT_RISE) and falling:
+            onset = series[0][0]
+            out.append(
+                Symptom(
+                    "overfitting",
+                    onset,
+                    t,
+                    key,
+                    (
+                        f"{key} rose at {OVERFIT_EVALS} evals in a row, from {_fmt(low)} at step "
+                        f"{onset} to {_fmt(values[-1])} at step {step}, while the smoothed train "
+                        f"loss fell from {_fmt(train[0] or 0)} to {_fmt(train[-1] or 0)}",
+                    ),
+                    {"eval_low": low, "eval_now": values[-1]},
+                )
+            )
+
+    def _degenerate(
+        self, key: str, x: float, step: int, t: float | None, need: int, out: list[Symptom]
+    ) -> None:
+        c = self._constant.get(key)
+        if c is None:
+            if len(self._constant) >= 64:
+                return
+            c = self._constant[key] = _Constant()
+        if c.last is not None and x == c.last:
+            if c.varied and c.streak.hit(step, t) + 1 >= need:
+                out.append(
+                    Symptom(
+                        "degenerate_metric",
+                        c.streak.step,
+                        c.streak.t,
+                        key,
+                        (
+                            f"{key} is exactly {x!r} for {c.streak.length + 1} "
+                            f"{'evals' if need == CONSTANT_EVALS else 'lines'} in a row from step "
+                            f"{c.streak.step}, after it had varied",
+                        ),
+                        {key: x, "repeats": c.streak.length + 1},
+                    )
+                )
+        else:
+            if c.last is not None:
+                c.varied = True
+            c.streak.miss()
+        c.last = x
+
+    def _on_rate(self, key: str, x: float, step: int, t: float | None, out: list[Symptom]) -> None:
+        if x <= 0:
+            return
+        self._rate_values += 1
+        self._rate_ema = (
+            x if self._rate_ema is None else self._rate_ema + 0.2 * (x - self._rate_ema)
+        )
+        if self._rate_values >= 5:
+            self._rate_best = max(self._rate_best, self._rate_ema)
+        best = self._rate_best
+        if best > 0 and self._rate_ema <= THROUGHPUT_DROP * best:
+            if self._slow.hit(step, t) >= THROUGHPUT_LINES:
+                out.append(
+                    Symptom(
+                        "throughput_drop",
+                        self._slow.step,
+                        self._slow.t,
+                        key,
+                        (
+                            f"{key} down to {_fmt(self._rate_ema)} (smoothed) from its best "
+                            f"{_fmt(best)}: {(1 - self._rate_ema / best) * 100:.0f} % lower for "
+                            f"{self._slow.length} lines from step {self._slow.step}",
+                        ),
+                        {"best": best, "now": self._rate_ema},
+                    )
+                )
+        else:
+            self._slow.miss()
+
+    def _gap(self, t: float | None, step: int | None, out: list[Symptom]) -> None:
+        if t is None:
+            return
+        last = self._last_t
+        if last is not None and t >= last:
+            gap = t - last
+            usual = self._gaps.median() if self._gaps.n >= 10 else None
+            if (
+                usual is not None
+                and gap >= STALL_GAP_S
+                and gap >= STALL_GAP_X * max(usual, 1e-3)
+                and self._phase == "train"
+            ):
+                at = self._last_step
+                out.append(
+                    Symptom(
+                        "stall",
+                        at,
+                        last,
+                        "t",
+                        (
+                            f"no line for {gap:.0f} s after step {at} (lines came every "
+                            f"{usual:.2g} s), in the train phase",
+                        ),
+                        {"gap_s": gap, "usual_s": usual},
+                    )
+                )
+            self._gaps.add(gap)
+        self._last_t = t
+        if step is not None:
+            self._last_step = step
+
+    @property
+    def symptoms(self) -> list[Symptom]:
+        """Everything found so far, in order of onset."""
+        return sorted(self.found.values(), key=lambda s: (s.step is None, s.step or 0))
