@@ -28,7 +28,7 @@ SYMPTOM_MISTAKES: dict[str, tuple[str, ...]] = {
     "metric_collapse": ("M-039", "M-018"),
     "overfitting": ("M-007", "M-019"),
     "degenerate_metric": ("M-031", "M-007"),
-    "throughput_drop": ("M-015",),
+    "throughput_drop": (),  # no mistake of the catalogue is about a slowing job
     "stall": ("M-037",),
 }
 
