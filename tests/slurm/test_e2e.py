@@ -12,7 +12,9 @@ re-adopts the job by its Slurm id.
 # ruff: noqa: F811 - the e2e fixtures are imported by name, and used by name
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -30,6 +32,7 @@ from harness.runtime.supervisor import Supervisor
 from memory import Store
 from tests.e2e.conftest import (  # noqa: F401 - fixtures
     FAST_WATCH,
+    TOKEN_ENV,
     Notes,
     Reaper,
     await_for,
@@ -44,7 +47,7 @@ from tests.e2e.conftest import (  # noqa: F401 - fixtures
     wait_for,
 )
 from tests.e2e.test_supervisor_cli import Cli, cli, write_spec  # noqa: F401 - cli: a fixture
-from tests.slurm.conftest import SlurmCluster
+from tests.slurm.conftest import CLUSTER_SH, SlurmCluster
 
 pytestmark = pytest.mark.slow
 
@@ -286,3 +289,47 @@ async def test_a_node_failure_is_resubmitted_from_the_last_checkpoint(
     assert any("resubmitted as job" in t for t in notes.texts())
     script = (Path(row.run_dir) / SCRIPT_FILE).read_text()
     assert "--resume" in script  # the second submission carries the checkpoint
+
+
+async def test_a_controller_outage_is_not_the_end_of_the_run(
+    slurm_cluster: SlurmCluster, sup: Supervisor, store: Store, tmp_path: Path
+) -> None:
+    release = tmp_path / "release"
+    command = py(E2E_JOBS / "steady.py", "--release", release, "--end", "score=0.97")
+    run_id = await sup.launch(slurm_spec(command, gates={"score": ">= 0.9"}), source="test")
+    await await_for(lambda: get_run(store, run_id).status == "running", 60, "running")
+    subprocess.run(["pkill", "-x", "slurmctld"], timeout=30)
+    try:
+        await await_for(
+            lambda: subprocess.run(["scontrol", "ping"], capture_output=True).returncode != 0,
+            30,
+            "the controller down",
+        )
+        await asyncio.sleep(3)  # several polls with no answer
+        assert get_run(store, run_id).status == "running"
+    finally:
+        # the controller must not carry this test's token: the reaper would kill it after
+        env = {k: v for k, v in os.environ.items() if k != TOKEN_ENV}
+        up = subprocess.run(
+            ["bash", str(CLUSTER_SH), "up"], capture_output=True, timeout=300, env=env
+        )
+        assert up.returncode == 0, up.stdout[-2000:]
+    release.write_text("go\n")
+    row = await finish(sup, run_id, timeout=120)
+    assert row.status == "succeeded", (row.summary, rules(store, run_id))
+
+
+async def test_an_abort_signals_int_first_so_the_job_checkpoints(
+    slurm_cluster: SlurmCluster, sup: Supervisor, store: Store, tmp_path: Path
+) -> None:
+    ckpt, ready = tmp_path / "ckpt.txt", tmp_path / "ready"
+    command = py(E2E_JOBS / "steady.py", "--seconds", 300, "--checkpoint", ckpt, "--ready", ready)
+    run_id = await sup.launch(slurm_spec(command), source="test")
+    await await_for(ready.exists, 60, "the job's SIGINT handler installed")
+    await sup.request_abort(run_id, "stop and keep the work", by="test")
+    row = await finish(sup, run_id, timeout=60)
+    assert row.status == "aborted" and "stop and keep the work" in row.summary
+    assert ckpt.read_text().startswith("step ")  # it got SIGINT, checkpointed, and exited
+    metrics = (Path(row.run_dir) / "metrics.jsonl").read_text()
+    assert '"event": "checkpoint"' in metrics or '"event":"checkpoint"' in metrics
+    wait_for(lambda: not marked_processes(run_id), 30, "every process of the job gone")

@@ -19,16 +19,23 @@ RUNNING starts the clocks, and the end states are the verdicts: COMPLETED and FA
 carry the command's own exit status, TIMEOUT, OUT_OF_MEMORY, NODE_FAIL, PREEMPTED and
 CANCELLED (by someone else) are incidents of their own (``core.rules.SCHEDULER_ENDS``).
 
-Stopping. ``scancel --signal=INT --full`` (every process of the job, the batch shell
-included, gets SIGINT and may checkpoint), then, after ``int_grace``, ``scancel --full``
-(Slurm's SIGTERM, then SIGKILL after its ``KillWait``), then ``scancel --signal=KILL
---full`` after ``term_grace`` for a job that is still not over. A pending job is simply
-cancelled. The handle's record is the Slurm job id (in the run row's ``pid`` column, with
-the submit time as its ``create_time``); a restarted supervisor re-adopts the job by it.
+Stopping. ``scancel --signal=INT`` (every task of every step gets SIGINT and may
+checkpoint), then, once the command has ended or after ``int_grace``, ``scancel``
+(Slurm's SIGTERM to everything, then SIGKILL after its ``KillWait``), then ``scancel
+--signal=KILL --full`` after ``term_grace`` for a job that is still not over. A pending
+job is simply cancelled. Before the SIGINT the launcher writes ``.abort`` in the run
+dir, and the batch script, once ``srun`` returns, waits for the cancel: so a job the
+harness stopped is CANCELLED in Slurm's records, not FAILED or COMPLETED by how its
+command took SIGINT. Checked on Slurm 22.05: ``--signal=INT --full`` signals the batch
+shell and its children only, so ``srun`` prints its status and the tasks never see the
+signal; without ``--full`` the tasks get it (``tests/slurm``: the job checkpoints). The
+handle's record is the Slurm job id (in the run row's ``pid`` column, with the submit
+time as its ``create_time``); a restarted supervisor re-adopts the job by it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import secrets
@@ -67,6 +74,8 @@ __all__ = [
 
 SCRIPT_FILE = "job.sbatch"
 STATE_FILE = "slurm.json"
+ABORT_FILE = ".abort"  # written before an abort's SIGINT; the batch script then waits
+_ABORT_WAIT_S = 120  # for the harness's scancel, at most (a dead supervisor's job still ends)
 _TIMEOUT_S = 30.0  # for each Slurm command
 #: states in which the job holds no resources yet: queue time
 WAITING = ("PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD", "SUSPENDED")
@@ -283,6 +292,10 @@ def batch_script(
         f"    exit {NOT_VISIBLE_EXIT}",
         "fi",
         " ".join(q(w) for w in [*srun, *agent, *argv]),
+        "code=$?",
+        "# Stopped by the harness: wait for its scancel, so Slurm records the job CANCELLED.",
+        f'if [ -e "$run_dir/{ABORT_FILE}" ]; then sleep {_ABORT_WAIT_S}; fi',
+        'exit "$code"',
         "",
     ]
     return "\n".join(lines)
@@ -404,22 +417,31 @@ class SlurmJob:
         if state is None or state.ended:
             return procs.Escalation(signals, [], time.monotonic() - t0, [])
         steps: list[tuple[str, list[str], float]] = [
-            ("SIGINT", ["--signal=INT", "--full"], int_grace),
-            ("SIGTERM", ["--full"], term_grace),
+            ("SIGINT", ["--signal=INT"], int_grace),
+            ("SIGTERM", [], term_grace),
             ("SIGKILL", ["--signal=KILL", "--full"], max(term_grace, 10.0)),
         ]
         if state.waiting:  # nothing runs yet: nothing to checkpoint
             steps = [("cancel", [], max(term_grace, 10.0))]
+        else:
+            with contextlib.suppress(OSError):
+                write_text_atomic(self.run_dir / ABORT_FILE, f"{time.time()}\n")
         for name, flags, grace in steps:
             _run(["scancel", *flags, self.job_id])
             signals.append((f"{name} (scancel)", 1))
-            if self._wait_ended(grace):
+            # after SIGINT, the command's own end is enough: the cancel that follows is
+            # what makes Slurm record the job CANCELLED (the batch script waits for it)
+            ended = self._wait_ended(grace, command_done=name == "SIGINT")
+            if ended and name != "SIGINT":
                 return procs.Escalation(signals, [], time.monotonic() - t0, [])
         return procs.Escalation(signals, [int(self.job_id)], time.monotonic() - t0, [])
 
-    def _wait_ended(self, grace: float) -> bool:
+    def _wait_ended(self, grace: float, *, command_done: bool = False) -> bool:
+        """Whether the job ended (or, with ``command_done``, its first task's command)."""
         deadline = time.monotonic() + grace
         while True:
+            if command_done and read_exit(self.run_dir) is not None:
+                return True
             try:
                 state = query_job(self.job_id)
                 ended = state is None or state.ended

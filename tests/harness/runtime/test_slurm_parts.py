@@ -95,9 +95,10 @@ def test_the_batch_script_quotes_every_word_and_checks_the_run_dir(tmp_path: Pat
         "--no-requeue",
         "--constraint=a100",
     ]
-    srun = shlex.split(lines[-1])
+    srun = shlex.split(next(ln for ln in lines if ln.startswith("srun ")))
     assert srun[0] == "srun" and "--label" in srun  # 4 tasks: output lines say which
     assert srun[-3:] == argv  # the command, word for word, whatever it holds
+    assert lines[-2:] == ['if [ -e "$run_dir/.abort" ]; then sleep 120; fi', 'exit "$code"']
     agent = srun.index("harness.runtime.nodeagent")
     assert srun[agent + 1 : agent + 4] == [str(run_dir), "t0k", "--"]
     # the script itself runs: with no .visible file it stops with the one line and 97
