@@ -64,27 +64,31 @@ THROUGHPUT = ("samples_per_s", "tokens_per_s")
 _NOT_ACCURACY = ("ceiling",)  # the bundled trainer's constant bound beside its accuracy
 
 # -- the defaults (docs/diagnosis.md says why each is what it is) ---------------------------
-WARMUP_LINES = 20  # train-loss lines before the spike rule has a baseline
+WARMUP_LINES = 10  # train-loss lines before the spike rule has a baseline
 SPIKE_WINDOW = 50  # lines of the running mean and sigma
 SPIKE_SIGMA = 6.0  # a spike: above mean + 6 sigma ...
 SPIKE_REL = 0.25  # ... and at least 25 % above the mean
-SPIKE_RECOVER_LINES = 20  # a spike must be back under mean + 2 sigma within this many lines
+SPIKE_GROSS = 1.6  # in the first lines, a warmup or a restart: 1.6x the mean and 4 sigma
+SPIKE_RECOVER_LINES = 20  # a spike must come back within this many lines: under mean +
+SPIKE_BACK = 0.5  # 2 sigma, or below half-way from its peak to the mean before it
 EMA_ALPHA = 0.1  # smoothing of the train loss for divergence and progress
-DIVERGE_LOST = 0.5  # divergence: half the progress made is lost ...
+DIVERGE_LOST = 0.3  # divergence: 30 % of the progress made is lost ...
+DIVERGE_RISE = 1.5  # or the level is 1.5x its lowest ...
 DIVERGE_LINES = 10  # ... for this many lines in a row
 DIVERGE_BLOWUP = 2.0  # or the smoothed loss is twice its start, for as long
 PROGRESS_AT = 0.3  # no_progress is judged once 30 % of total_steps are done ...
 PROGRESS_LINES = 200  # ... or after this many loss lines when the total is unknown
 PROGRESS_MIN = 0.05  # and means a fall of less than 5 % from the start
 GRAD_WINDOW = 100  # values of grad_norm in its running median
-GRAD_MIN_VALUES = 20
+GRAD_MIN_VALUES = 10
 GRAD_EXPLODE = 10.0  # grad_explosion: >= 10x the running median
 GRAD_VANISH = 1e-3  # vanishing: <= 1/1000 of the early median (or 1e-8) ...
-GRAD_VANISH_LINES = 10  # ... for this many lines, while the loss has not halved
+GRAD_VANISH_LINES = 10  # ... for this many lines
+GRAD_TINY = 1e-6  # or below this from the start, while the loss does not fall
 COLLAPSE_REL = 0.15  # metric_collapse: 15 % below the best ...
 COLLAPSE_ABS = 0.05  # ... and 0.05 below it (accuracy in [0, 1]), at two evals in a row
 OVERFIT_EVALS = 3  # overfitting: eval loss up at 3 evals in a row ...
-OVERFIT_RISE = 0.05  # ... 5 % above its best, while train loss fell
+OVERFIT_RISE = 0.1  # ... 10 % above its best, while train loss fell
 CONSTANT_LINES = 50  # degenerate: exactly constant for 50 step lines ...
 CONSTANT_EVALS = 5  # ... or 5 evals, after it had varied
 THROUGHPUT_DROP = 0.6  # throughput_drop: the smoothed rate at <= 60 % of its best ...
@@ -246,17 +250,23 @@ class Detectors:
         self._resumed = False
         # train loss
         self._window = _Window(SPIKE_WINDOW)
+        self._diffs = _Window(SPIKE_WINDOW)  # line-to-line changes of the train loss
+        self._base: float | None = None  # its smoothed level, spikes left out
+        self._prev_ok: float | None = None
         self._spike: tuple[int | None, float | None, float, float, float, int] | None = None
         self._ema: float | None = None
         self._first: list[float] = []
         self._loss_lines = 0
         self._diverge = _Streak()
         self._best_at: tuple[int | None, float | None] = (None, None)  # where the loss was best
+        self._level = _Window(SPIKE_WINDOW)  # every finite train loss, spikes included
+        self._level_best: float | None = None
         self._progress_done = False
         # gradients
         self._grad = _Median(GRAD_WINDOW)
         self._grad_early: float | None = None
         self._vanish = _Streak()
+        self._creep = _Streak()
         # eval metrics
         self._best: dict[str, float] = {}
         self._low: dict[str, tuple[int | None, float | None, float]] = {}
@@ -284,8 +294,11 @@ class Detectors:
         t = _finite(rec.get("t"))
         event = rec.get("event")
         if event is not None:
+            if event == "start":  # a new attempt (a resume): the time before it is no stall
+                self._last_t = t
+            else:  # the gap is judged in the phase it happened in, before this event
+                self._gap(t, None, out)
             self._on_event(event, rec, t)
-            self._gap(t, None, out)
             return self._new(out)
         step = _count(rec.get("step"))
         if step is None:
@@ -423,7 +436,8 @@ class Detectors:
             ctx.loss_start = sum(self._first) / len(self._first)
         self._ema = x if self._ema is None else self._ema + EMA_ALPHA * (x - self._ema)
         if self._loss_lines > 5 and (ctx.loss_best is None or self._ema < ctx.loss_best):
-            ctx.loss_best, self._best_at = self._ema, (step, t)
+            ctx.loss_best = self._ema
+        self._level.add(x)
         self._spikes(x, step, t, out)
         self._divergence(step, t, out)
         self._progress(step, t, out, final=False)
@@ -434,7 +448,9 @@ class Detectors:
             self._restart_grace -= 1
         if self._spike is not None:
             s_step, s_t, value, mean, sigma, waited = self._spike
-            if x <= mean + 2 * sigma or x <= mean * (1 + SPIKE_REL / 2):
+            value = max(value, x)  # the peak
+            back = x <= mean + 2 * sigma or x <= mean + SPIKE_BACK * (value - mean)
+            if back:
                 ratio = value / mean if mean else math.inf
                 out.append(
                     Symptom(
@@ -455,33 +471,61 @@ class Detectors:
             else:
                 self._spike = (s_step, s_t, value, mean, sigma, waited + 1)
                 return
-        if w.n >= WARMUP_LINES and self._restart_grace == 0 and not self._warming():
-            mean, sigma = w.mean(), w.sigma()
-            if x - mean > max(SPIKE_SIGMA * sigma, SPIKE_REL * abs(mean)):
-                self._spike = (step, t, x, mean, sigma, 0)
+        base, diffs = self._base, self._diffs
+        if w.n >= 3 and base is not None and diffs.n:
+            # the line-to-line noise (first differences: a falling trend is not noise)
+            sigma = math.sqrt(diffs.sq / diffs.n / 2)
+            normal = w.n >= WARMUP_LINES and self._restart_grace == 0 and not self._warming()
+            # before a baseline, in the lr warmup or a schedule restart: only a gross spike
+            falling = base <= self._first[0]  # it had not been rising since its first line
+            gross = (
+                not normal
+                and falling
+                and base > 0
+                and x >= SPIKE_GROSS * base
+                and x - base > 4 * sigma
+            )
+            if gross or (normal and x - base > max(SPIKE_SIGMA * sigma, SPIKE_REL * abs(base))):
+                self._spike = (step, t, x, base, sigma, 0)
                 return  # the spike stays out of its own baseline
         w.add(x)
+        if self._prev_ok is not None:
+            diffs.add(x - self._prev_ok)
+        self._prev_ok = x
+        self._base = x if base is None else base + EMA_ALPHA * (x - base)
 
     def _divergence(self, step: int, t: float | None, out: list[Symptom]) -> None:
+        """On the mean of the last lines (noise averages out), against its lowest."""
         ctx = self.context
-        start, best, ema = ctx.loss_start, ctx.loss_best, self._ema
-        if start is None or best is None or ema is None or self._loss_lines < WARMUP_LINES:
+        level = self._level
+        if level.n < WARMUP_LINES or ctx.loss_start is None:
             return
+        ema = level.mean()
+        if self._level_best is None or ema < self._level_best:
+            self._level_best, self._best_at = ema, (step, t)
+        start, best = ctx.loss_start, self._level_best
         progress = start - best
-        lost = progress > 0.05 * abs(start) and ema > best + DIVERGE_LOST * progress
+        # the level's own noise: a rise within 3 standard errors of the mean is noise
+        noise = 3 * level.sigma() / math.sqrt(level.n)
+        lost = progress > max(0.05 * abs(start), noise) and ema > best + DIVERGE_LOST * progress
+        risen = best > 0 and ema >= DIVERGE_RISE * best  # well above its lowest level
         blown = ema > DIVERGE_BLOWUP * abs(start) and start > 0
-        if (lost and ema > best * 1.2 if best > 0 else lost) or blown:
+        if (lost or risen or blown) and ema - best > noise:
             if self._diverge.hit(step, t) >= DIVERGE_LINES:
-                why = (
-                    f"smoothed loss {_fmt(ema)} is {ema / start:.1f}x its start {_fmt(start)}"
-                    if blown
-                    else f"smoothed loss fell from {_fmt(start)} to {_fmt(best)}, then rose to "
-                    f"{_fmt(ema)}: {(ema - best) / progress * 100:.0f} % of the progress lost"
-                )
-                # the onset is where the loss turned: its best, unless it never fell
-                onset = (
-                    self._best_at if lost and not blown else (self._diverge.step, self._diverge.t)
-                )
+                if blown:
+                    why = f"smoothed loss {_fmt(ema)} is {ema / start:.1f}x its start {_fmt(start)}"
+                elif lost:
+                    why = (
+                        f"smoothed loss fell from {_fmt(start)} to {_fmt(best)}, then rose to "
+                        f"{_fmt(ema)}: {(ema - best) / progress * 100:.0f} % of the progress lost"
+                    )
+                else:
+                    why = (
+                        f"smoothed loss rose from its lowest {_fmt(best)} to {_fmt(ema)} "
+                        f"({ema / best:.2f}x)"
+                    )
+                # the onset is where the loss turned: its lowest, unless it never fell
+                onset = self._best_at if not blown else (self._diverge.step, self._diverge.t)
                 out.append(
                     Symptom(
                         "divergence",
@@ -537,30 +581,30 @@ class Detectors:
 
     def _on_grad(self, g: float, step: int, t: float | None, out: list[Symptom]) -> None:
         med = self._grad
+        if 3 <= med.n < GRAD_MIN_VALUES:  # no baseline yet: only a gross jump counts
+            m = med.median()
+            if m > 0 and g >= GRAD_EXPLODE * m and g >= 2 * med.sorted[-1]:
+                out.append(self._explosion(g, m, step, t))
         if med.n >= GRAD_MIN_VALUES:
             m = med.median()
             if self._grad_early is None and med.n >= GRAD_MIN_VALUES:
                 self._grad_early = m
-            if m > 0 and g >= GRAD_EXPLODE * m:
-                out.append(
-                    Symptom(
-                        "grad_explosion",
-                        step,
-                        t,
-                        "grad_norm",
-                        (
-                            f"grad_norm {_fmt(g)} at step {step}, {g / m:.0f}x its running "
-                            f"median {_fmt(m)}",
-                        ),
-                        {"grad_norm": g, "median": m},
-                    )
-                )
             early = self._grad_early or 0.0
+            creeping = early > 0 and g >= GRAD_EXPLODE * early  # grown 10x since early on
+            if creeping:
+                self._creep.hit(step, t)
+            else:
+                self._creep.miss()
+            if (m > 0 and g >= GRAD_EXPLODE * m) or self._creep.length >= GRAD_VANISH_LINES:
+                out.append(self._explosion(g, m if g >= GRAD_EXPLODE * m else early, step, t))
             ctx = self.context
-            unconverged = (
-                ctx.loss_start is None or self._ema is None or self._ema > 0.5 * ctx.loss_start
+            flat = (
+                ctx.loss_start is not None
+                and self._ema is not None
+                and self._ema >= (1 - PROGRESS_MIN) * ctx.loss_start
             )
-            if g <= max(1e-8, GRAD_VANISH * early) and unconverged:
+            # 1000x below where it started, or tiny from the start while the loss is flat
+            if g <= max(1e-8, GRAD_VANISH * early) or (g <= GRAD_TINY and flat):
                 if self._vanish.hit(step, t) >= GRAD_VANISH_LINES:
                     out.append(
                         Symptom(
@@ -570,8 +614,7 @@ class Detectors:
                             "grad_norm",
                             (
                                 f"grad_norm {_fmt(g)} for {self._vanish.length} lines from step "
-                                f"{self._vanish.step}, against {_fmt(early)} early in the run, "
-                                "while the loss has not halved",
+                                f"{self._vanish.step}, against {_fmt(early)} early in the run",
                             ),
                             {"grad_norm": g, "early": early},
                         )
@@ -579,6 +622,16 @@ class Detectors:
             else:
                 self._vanish.miss()
         med.add(g)
+
+    def _explosion(self, g: float, m: float, step: int, t: float | None) -> Symptom:
+        return Symptom(
+            "grad_explosion",
+            step,
+            t,
+            "grad_norm",
+            (f"grad_norm {_fmt(g)} at step {step}, {g / m:.0f}x its running median {_fmt(m)}",),
+            {"grad_norm": g, "median": m},
+        )
 
     def _accuracy_like(self, key: str) -> bool:
         if key in self.gated_up:
@@ -590,7 +643,8 @@ class Detectors:
         self, key: str, x: float, step: int, t: float | None, out: list[Symptom]
     ) -> None:
         best = self._best.get(key)
-        self._degenerate(key, x, step, t, CONSTANT_EVALS, out)
+        if x not in (1.0, 100.0):  # a solved task sits at the maximum: not degenerate
+            self._degenerate(key, x, step, t, CONSTANT_EVALS, out)
         if best is None or x > best:
             self._best[key] = x
             self._low.pop(key, None)
