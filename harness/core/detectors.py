@@ -143,6 +143,8 @@ class Context:
     loss_start: float | None = None
     loss_best: float | None = None
     train_evals: int = 0  # eval lines seen (the size of the evaluation history)
+    nonfinite_lines: int = 0  # lines with a non-finite loss or gradient
+    grad_isolated: bool | None = None  # the line after the first explosion was back to normal
 
 
 def _count(v: Any) -> int | None:
@@ -267,6 +269,7 @@ class Detectors:
         self._grad_early: float | None = None
         self._vanish = _Streak()
         self._creep = _Streak()
+        self._grad_watch: float | None = None
         # eval metrics
         self._best: dict[str, float] = {}
         self._low: dict[str, tuple[int | None, float | None, float]] = {}
@@ -418,14 +421,13 @@ class Detectors:
     def _nonfinite(
         self, rec: Mapping[str, Any], step: int, t: float | None, out: list[Symptom]
     ) -> None:
-        if "nonfinite" in self.found:
-            return
         for key in ("loss", "grad_norm", *EVAL_LOSSES):
             x = as_float(rec.get(key))
             if x is not None and not math.isfinite(x):
-                out.append(
-                    Symptom("nonfinite", step, t, key, (f"{key} is {x} at step {step}",), {})
-                )
+                self.context.nonfinite_lines += 1
+                if "nonfinite" not in self.found:
+                    evidence = (f"{key} is {x} at step {step}",)
+                    out.append(Symptom("nonfinite", step, t, key, evidence, {}))
                 return
 
     def _on_loss(self, x: float, step: int, t: float | None, out: list[Symptom]) -> None:
@@ -581,6 +583,9 @@ class Detectors:
 
     def _on_grad(self, g: float, step: int, t: float | None, out: list[Symptom]) -> None:
         med = self._grad
+        if self._grad_watch is not None:  # the line after the first explosion
+            self.context.grad_isolated = g < 3 * self._grad_watch
+            self._grad_watch = None
         if 3 <= med.n < GRAD_MIN_VALUES:  # no baseline yet: only a gross jump counts
             m = med.median()
             if m > 0 and g >= GRAD_EXPLODE * m and g >= 2 * med.sorted[-1]:
@@ -624,6 +629,8 @@ class Detectors:
         med.add(g)
 
     def _explosion(self, g: float, m: float, step: int, t: float | None) -> Symptom:
+        if "grad_explosion" not in self.found and self.context.grad_isolated is None:
+            self._grad_watch = m
         return Symptom(
             "grad_explosion",
             step,

@@ -54,6 +54,7 @@ _LR_SENSITIVE = {
     "metric_collapse": 0.85,
     "no_progress": 0.4,
     "degenerate_metric": 0.5,
+    "vanishing_gradient": 0.7,
 }
 _DATA_SENSITIVE = {
     "metric_collapse": 0.9,
@@ -191,8 +192,16 @@ def _resume(ctx: Context, step: int | None) -> str:
     return f"resume from the checkpoint at step {ckpt[0]} ({ckpt[1]})" if ckpt else ""
 
 
-def explain(s: Symptom, ctx: Context) -> FindingView:
-    """One symptom with its causes, ranked, each with evidence and a fix."""
+def explain(s: Symptom, ctx: Context, others: Iterable[Symptom] = ()) -> FindingView:
+    """One symptom with its causes, ranked, each with evidence and a fix.
+
+    ``others`` are the run's other symptoms (an explosion before a NaN says lr_too_high).
+    """
+    before = {
+        o.symptom
+        for o in others
+        if o.step is not None and s.step is not None and o.step <= s.step and o is not s
+    }
     scored: list[tuple[float, str, tuple[str, ...], str]] = []
     resume = _resume(ctx, s.step)
     then = f", then {resume}" if resume else ""
@@ -204,7 +213,11 @@ def explain(s: Symptom, ctx: Context) -> FindingView:
             and lr.before > 0
             and lr.after > lr.before
         )
-        confidence = _LR_SENSITIVE[s.symptom] if raised else 0.4
+        lowered = (
+            isinstance(lr.before, float) and isinstance(lr.after, float) and lr.after < lr.before
+        )
+        # raised: the usual culprit; lowered: rarely; unknown direction: still suspect
+        confidence = _LR_SENSITIVE[s.symptom] if raised else (0.3 if lowered else 0.7)
         factor = f" ({lr.after / lr.before:.3g}x)" if raised else ""
         evidence = (
             f"lr changed from {_fmt(lr.before)} to {_fmt(lr.after)}{factor} at step {lr.step}, "
@@ -237,6 +250,19 @@ def explain(s: Symptom, ctx: Context) -> FindingView:
                 "gradient clipping stops one batch from moving the weights far",
             )
         )
+    isolated = (s.symptom == "nonfinite" and ctx.nonfinite_lines == 1) or (
+        s.symptom == "grad_explosion" and ctx.grad_isolated is True
+    )
+    if isolated and not changed:
+        scored.append(
+            (
+                0.65,
+                "bad_batch",
+                (f"one line with {s.metric} out of line at step {s.step}, normal after it",),
+                f"look at the batch at step {s.step}; clip gradients so one batch cannot "
+                "move the weights far",
+            )
+        )
     if s.symptom in ("divergence", "grad_explosion", "nonfinite", "loss_spike") and lr is None:
         high = ctx.lr_max is not None and ctx.lr_first is not None
         evidence = (
@@ -244,8 +270,18 @@ def explain(s: Symptom, ctx: Context) -> FindingView:
             if high
             else ("no lr or data change before the onset",)
         )
-        early = s.step is not None and ctx.total_steps and s.step <= 0.3 * ctx.total_steps
-        confidence = 0.6 if (early or s.symptom != "loss_spike") else 0.3
+        early = (
+            s.step is not None and bool(ctx.total_steps) and s.step <= 0.3 * (ctx.total_steps or 0)
+        )
+        first = s.step is not None and ctx.lines and s.step <= 5  # broken from the very start
+        if "grad_explosion" in before and s.symptom == "nonfinite":
+            confidence = 0.7  # the gradients grew until they overflowed
+        elif first or isolated:
+            confidence = 0.2  # a broken input or init, or one bad batch
+        elif s.symptom == "loss_spike":
+            confidence = 0.3
+        else:
+            confidence = 0.6 if early else 0.3
         now = f" (now {_fmt(ctx.lr_last)})" if ctx.lr_last is not None else ""
         scored.append(
             (
@@ -274,8 +310,7 @@ def explain(s: Symptom, ctx: Context) -> FindingView:
                 "check the model's outputs on a few inputs; sample the data more evenly",
             )
         )
-    scored.sort(key=lambda c: -c[0])
-    top = scored[0][0] if scored else 0.0
+    top = max((c[0] for c in scored), default=0.0)
     scored.append(
         (
             max(0.1, round(1.0 - top, 2)) if scored else 0.5,
@@ -284,6 +319,7 @@ def explain(s: Symptom, ctx: Context) -> FindingView:
             _generic_fix(s),
         )
     )
+    scored.sort(key=lambda c: -c[0])
     causes = tuple(
         CauseView(i, cause, min(max(conf, 0.0), 1.0), ev, fix)
         for i, (conf, cause, ev, fix) in enumerate(scored, 1)
@@ -348,7 +384,7 @@ def diagnose(found: Detectors | Iterable[Symptom], context: Context | None = Non
         symptoms, ctx = list(found), context or Context()
     order = {"critical": 0, "warn": 1, "info": 2}
     views = sorted(
-        (explain(s, ctx) for s in symptoms),
+        (explain(s, ctx, symptoms) for s in symptoms),
         key=lambda f: (order.get(f.severity, 3), f.step if f.step is not None else 0),
     )
     return Diagnosis(tuple(views), _quick_wins(views), ctx.lines)
