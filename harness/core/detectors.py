@@ -251,7 +251,7 @@ class Detectors:
         self._phase = "train"
         self._resumed = False
         # train loss
-        self._window = _Window(SPIKE_WINDOW)
+        self._spike_lines = 0  # train-loss lines in the spike rule's baseline
         self._diffs = _Window(SPIKE_WINDOW)  # line-to-line changes of the train loss
         self._base: float | None = None  # its smoothed level, spikes left out
         self._prev_ok: float | None = None
@@ -276,6 +276,9 @@ class Detectors:
         self._eval_loss: dict[str, deque[tuple[int | None, float, float | None]]] = {}
         # degenerate metrics and throughput
         self._constant: dict[str, _Constant] = {}
+        self._kinds: dict[str, str] = {}
+        self._loss_c, self._grad_c = _Constant(), _Constant()  # the degenerate rule's state
+        self._nonfinite_step: int | None = None
         self._rate_ema: float | None = None
         self._rate_best = 0.0
         self._rate_values = 0
@@ -283,7 +286,8 @@ class Detectors:
         # time gaps
         self._last_t: float | None = None
         self._last_step: int | None = None
-        self._gaps = _Median(50)
+        self._gap_ema: float | None = None  # the usual gap between train-phase lines
+        self._gaps_seen = 0
         self._lr_prev: float | None = None
         self._restart_grace = 0
 
@@ -302,44 +306,79 @@ class Detectors:
             else:  # the gap is judged in the phase it happened in, before this event
                 self._gap(t, None, out)
             self._on_event(event, rec, t)
-            return self._new(out)
+            return self._new(out) if out else out
         step = _count(rec.get("step"))
         if step is None:
-            return []
+            return out
         self._gap(t, step, out)
         ctx.step = step
-        self._nonfinite(rec, step, t, out)
-        lr = _finite(rec.get("lr"))
-        if lr is not None:
-            self._on_lr(lr)
-        loss = _finite(rec.get("loss"))
-        if loss is not None:
-            self._on_loss(loss, step, t, out)
-        grad = _finite(rec.get("grad_norm"))
-        if grad is not None:
-            self._on_grad(grad, step, t, out)
+        loss = grad = None
         evals = False
+        kinds = self._kinds
         for key, raw in rec.items():
-            if key in ("t", "step", "loss", "lr", "grad_norm"):
+            kind = kinds.get(key)
+            if kind is None:
+                kind = kinds[key] = self._kind_of(key) if len(kinds) < 256 else "skip"
+            if kind == "skip":
                 continue
-            value = _finite(raw)
+            value = raw if type(raw) is float else as_float(raw)
             if value is None:
                 continue
-            if key in EVAL_LOSSES:
+            if value - value != 0.0:  # inf or nan (nan != nan, inf - inf is nan)
+                if kind in ("loss", "grad", "eval_loss"):
+                    self._nonfinite(key, value, step, t, out)
+                continue
+            if kind == "loss":
+                loss = value
+            elif kind == "grad":
+                grad = value
+            elif kind == "lr":
+                self._on_lr(value)
+            elif kind == "eval_loss":
                 evals = True
                 self._on_eval_loss(key, value, step, t, out)
-            elif self._accuracy_like(key):
+            elif kind == "acc":
                 evals = True
                 self._on_accuracy(key, value, step, t, out)
-            elif key in THROUGHPUT:
+            elif kind == "rate":
                 self._on_rate(key, value, step, t, out)
+        if loss is not None:
+            self._on_loss(loss, step, t, out)
+            c = self._loss_c
+            if loss == c.last:  # only a repeat can be degenerate: the rest is inline
+                self._degenerate("loss", loss, step, t, CONSTANT_LINES, out, c)
+            else:
+                c.varied = c.varied or c.last is not None
+                c.streak.length, c.last = 0, loss
+        if grad is not None:
+            self._on_grad(grad, step, t, out)
+            c = self._grad_c
+            if grad == c.last:
+                self._degenerate("grad_norm", grad, step, t, CONSTANT_LINES, out, c)
+            else:
+                c.varied = c.varied or c.last is not None
+                c.streak.length, c.last = 0, grad
         if evals:
             ctx.train_evals += 1
-        if loss is not None:
-            self._degenerate("loss", loss, step, t, CONSTANT_LINES, out)
-        if grad is not None:
-            self._degenerate("grad_norm", grad, step, t, CONSTANT_LINES, out)
-        return self._new(out)
+        return self._new(out) if out else out
+
+    def _kind_of(self, key: str) -> str:
+        """What a metric is to the detectors, decided once per name."""
+        if key == "loss":
+            return "loss"
+        if key == "grad_norm":
+            return "grad"
+        if key == "lr":
+            return "lr"
+        if key in ("t", "step"):
+            return "skip"
+        if key in EVAL_LOSSES:
+            return "eval_loss"
+        if self._accuracy_like(key):
+            return "acc"
+        if key in THROUGHPUT:
+            return "rate"
+        return "skip"
 
     def feed_all(self, records: Iterable[Mapping[str, Any]]) -> list[Symptom]:
         out: list[Symptom] = []
@@ -419,16 +458,13 @@ class Detectors:
     # -- detectors -------------------------------------------------------------------------
 
     def _nonfinite(
-        self, rec: Mapping[str, Any], step: int, t: float | None, out: list[Symptom]
+        self, key: str, x: float, step: int, t: float | None, out: list[Symptom]
     ) -> None:
-        for key in ("loss", "grad_norm", *EVAL_LOSSES):
-            x = as_float(rec.get(key))
-            if x is not None and not math.isfinite(x):
-                self.context.nonfinite_lines += 1
-                if "nonfinite" not in self.found:
-                    evidence = (f"{key} is {x} at step {step}",)
-                    out.append(Symptom("nonfinite", step, t, key, evidence, {}))
-                return
+        if self._nonfinite_step != step:  # lines, not values: loss and grad inf is one line
+            self._nonfinite_step = step
+            self.context.nonfinite_lines += 1
+        if "nonfinite" not in self.found:
+            out.append(Symptom("nonfinite", step, t, key, (f"{key} is {x} at step {step}",), {}))
 
     def _on_loss(self, x: float, step: int, t: float | None, out: list[Symptom]) -> None:
         ctx = self.context
@@ -441,11 +477,12 @@ class Detectors:
             ctx.loss_best = self._ema
         self._level.add(x)
         self._spikes(x, step, t, out)
-        self._divergence(step, t, out)
-        self._progress(step, t, out, final=False)
+        if "divergence" not in self.found:
+            self._divergence(step, t, out)
+        if not self._progress_done and "no_progress" not in self.found:
+            self._progress(step, t, out, final=False)
 
     def _spikes(self, x: float, step: int, t: float | None, out: list[Symptom]) -> None:
-        w = self._window
         if self._restart_grace > 0:
             self._restart_grace -= 1
         if self._spike is not None:
@@ -474,10 +511,11 @@ class Detectors:
                 self._spike = (s_step, s_t, value, mean, sigma, waited + 1)
                 return
         base, diffs = self._base, self._diffs
-        if w.n >= 3 and base is not None and diffs.n:
+        lines = self._spike_lines
+        if lines >= 3 and base is not None and diffs.values:
             # the line-to-line noise (first differences: a falling trend is not noise)
-            sigma = math.sqrt(diffs.sq / diffs.n / 2)
-            normal = w.n >= WARMUP_LINES and self._restart_grace == 0 and not self._warming()
+            sigma = math.sqrt(diffs.sq / len(diffs.values) / 2)
+            normal = lines >= WARMUP_LINES and self._restart_grace == 0 and not self._warming()
             # before a baseline, in the lr warmup or a schedule restart: only a gross spike
             falling = base <= self._first[0]  # it had not been rising since its first line
             gross = (
@@ -490,7 +528,7 @@ class Detectors:
             if gross or (normal and x - base > max(SPIKE_SIGMA * sigma, SPIKE_REL * abs(base))):
                 self._spike = (step, t, x, base, sigma, 0)
                 return  # the spike stays out of its own baseline
-        w.add(x)
+        self._spike_lines = lines + 1
         if self._prev_ok is not None:
             diffs.add(x - self._prev_ok)
         self._prev_ok = x
@@ -500,19 +538,24 @@ class Detectors:
         """On the mean of the last lines (noise averages out), against its lowest."""
         ctx = self.context
         level = self._level
-        if level.n < WARMUP_LINES or ctx.loss_start is None:
+        n = len(level.values)
+        if n < WARMUP_LINES or ctx.loss_start is None:
             return
-        ema = level.mean()
+        ema = level.sum / n
         if self._level_best is None or ema < self._level_best:
             self._level_best, self._best_at = ema, (step, t)
         start, best = ctx.loss_start, self._level_best
         progress = start - best
-        # the level's own noise: a rise within 3 standard errors of the mean is noise
-        noise = 3 * level.sigma() / math.sqrt(level.n)
-        lost = progress > max(0.05 * abs(start), noise) and ema > best + DIVERGE_LOST * progress
+        lost = progress > 0.05 * abs(start) and ema > best + DIVERGE_LOST * progress
         risen = best > 0 and ema >= DIVERGE_RISE * best  # well above its lowest level
         blown = ema > DIVERGE_BLOWUP * abs(start) and start > 0
-        if (lost or risen or blown) and ema - best > noise:
+        if lost or risen or blown:
+            # the level's own noise: a rise within 3 standard errors of the mean is noise
+            noise = 3 * level.sigma() / math.sqrt(n)
+            lost = lost and progress > noise
+            if not (lost or risen or blown) or ema - best <= noise:
+                self._diverge.miss()
+                return
             if self._diverge.hit(step, t) >= DIVERGE_LINES:
                 if blown:
                     why = f"smoothed loss {_fmt(ema)} is {ema / start:.1f}x its start {_fmt(start)}"
@@ -595,21 +638,15 @@ class Detectors:
             if self._grad_early is None and med.n >= GRAD_MIN_VALUES:
                 self._grad_early = m
             early = self._grad_early or 0.0
-            creeping = early > 0 and g >= GRAD_EXPLODE * early  # grown 10x since early on
-            if creeping:
-                self._creep.hit(step, t)
-            else:
-                self._creep.miss()
-            if (m > 0 and g >= GRAD_EXPLODE * m) or self._creep.length >= GRAD_VANISH_LINES:
+            creep = self._creep
+            if early > 0 and g >= GRAD_EXPLODE * early:  # grown 10x since early on
+                creep.hit(step, t)
+            elif creep.length:
+                creep.length = 0
+            if (m > 0 and g >= GRAD_EXPLODE * m) or creep.length >= GRAD_VANISH_LINES:
                 out.append(self._explosion(g, m if g >= GRAD_EXPLODE * m else early, step, t))
-            ctx = self.context
-            flat = (
-                ctx.loss_start is not None
-                and self._ema is not None
-                and self._ema >= (1 - PROGRESS_MIN) * ctx.loss_start
-            )
             # 1000x below where it started, or tiny from the start while the loss is flat
-            if g <= max(1e-8, GRAD_VANISH * early) or (g <= GRAD_TINY and flat):
+            if g <= max(1e-8, GRAD_VANISH * early) or (g <= GRAD_TINY and self._flat()):
                 if self._vanish.hit(step, t) >= GRAD_VANISH_LINES:
                     out.append(
                         Symptom(
@@ -624,9 +661,14 @@ class Detectors:
                             {"grad_norm": g, "early": early},
                         )
                     )
-            else:
-                self._vanish.miss()
+            elif self._vanish.length:
+                self._vanish.length = 0
         med.add(g)
+
+    def _flat(self) -> bool:
+        """The smoothed loss has not fallen 5 % from its start."""
+        start, ema = self.context.loss_start, self._ema
+        return start is not None and ema is not None and ema >= (1 - PROGRESS_MIN) * start
 
     def _explosion(self, g: float, m: float, step: int, t: float | None) -> Symptom:
         if "grad_explosion" not in self.found and self.context.grad_isolated is None:
@@ -710,9 +752,17 @@ class Detectors:
             )
 
     def _degenerate(
-        self, key: str, x: float, step: int, t: float | None, need: int, out: list[Symptom]
+        self,
+        key: str,
+        x: float,
+        step: int,
+        t: float | None,
+        need: int,
+        out: list[Symptom],
+        c: _Constant | None = None,
     ) -> None:
-        c = self._constant.get(key)
+        if c is None:
+            c = self._constant.get(key)
         if c is None:
             if len(self._constant) >= 64:
                 return
@@ -772,33 +822,37 @@ class Detectors:
         if t is None:
             return
         last = self._last_t
-        if last is not None and t >= last:
-            gap = t - last
-            usual = self._gaps.median() if self._gaps.n >= 10 else None
-            if (
-                usual is not None
-                and gap >= STALL_GAP_S
-                and gap >= STALL_GAP_X * max(usual, 1e-3)
-                and self._phase == "train"
-            ):
-                at = self._last_step
-                out.append(
-                    Symptom(
-                        "stall",
-                        at,
-                        last,
-                        "t",
-                        (
-                            f"no line for {gap:.0f} s after step {at} (lines came every "
-                            f"{usual:.2g} s), in the train phase",
-                        ),
-                        {"gap_s": gap, "usual_s": usual},
-                    )
-                )
-            self._gaps.add(gap)
         self._last_t = t
+        at = self._last_step  # the gap followed the last step line before this one
         if step is not None:
             self._last_step = step
+        if last is None or t < last or self._phase != "train":
+            return
+        gap = t - last
+        usual = self._gap_ema
+        if (
+            usual is not None
+            and self._gaps_seen >= 10
+            and gap >= STALL_GAP_S
+            and gap >= STALL_GAP_X * max(usual, 1e-3)
+            and "stall" not in self.found
+        ):
+            out.append(
+                Symptom(
+                    "stall",
+                    at,
+                    last,
+                    "t",
+                    (
+                        f"no line for {gap:.0f} s after step {at} (lines came every "
+                        f"{usual:.2g} s), in the train phase",
+                    ),
+                    {"gap_s": gap, "usual_s": usual},
+                )
+            )
+            return  # the stall is not the usual gap
+        self._gaps_seen += 1
+        self._gap_ema = gap if usual is None else usual + 0.05 * (gap - usual)
 
     @property
     def symptoms(self) -> list[Symptom]:
