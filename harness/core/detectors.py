@@ -16,7 +16,6 @@ per run, at its first onset.
 from __future__ import annotations
 
 import math
-from bisect import bisect_left, insort
 from collections import deque
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -190,26 +189,33 @@ class _Window:
 
 
 class _Median:
-    """Running median of the last ``n`` values (a sorted list: O(n) per value, n is small)."""
+    """Median of the last ``n`` values, recomputed every ``every`` values (and while fewer
+    than 20 are in): one sort of ``n`` floats per ``every`` values, not work per value."""
 
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, every: int = 8) -> None:
         self.order: deque[float] = deque(maxlen=n)
-        self.sorted: list[float] = []
+        self.every = every
+        self._since = 0
+        self._median = 0.0
 
     def add(self, x: float) -> None:
-        if len(self.order) == self.order.maxlen:
-            old = self.order[0]
-            del self.sorted[bisect_left(self.sorted, old)]
         self.order.append(x)
-        insort(self.sorted, x)
+        self._since += 1
+        if self._since >= self.every or len(self.order) < 20:
+            self._since = 0
+            s = sorted(self.order)
+            k = len(s)
+            self._median = s[k // 2] if k % 2 else (s[k // 2 - 1] + s[k // 2]) / 2
 
     @property
     def n(self) -> int:
-        return len(self.sorted)
+        return len(self.order)
 
     def median(self) -> float:
-        s, n = self.sorted, len(self.sorted)
-        return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
+        return self._median
+
+    def max(self) -> float:
+        return max(self.order)
 
 
 @dataclass
@@ -265,7 +271,7 @@ class Detectors:
         self._level_best: float | None = None
         self._progress_done = False
         # gradients
-        self._grad = _Median(GRAD_WINDOW)
+        self._grad = _Median(GRAD_WINDOW, every=16)
         self._grad_early: float | None = None
         self._vanish = _Streak()
         self._creep = _Streak()
@@ -277,6 +283,7 @@ class Detectors:
         # degenerate metrics and throughput
         self._constant: dict[str, _Constant] = {}
         self._kinds: dict[str, str] = {}
+        self._plans: dict[tuple[str, ...], tuple[tuple[str, str], ...]] = {}
         self._loss_c, self._grad_c = _Constant(), _Constant()  # the degenerate rule's state
         self._nonfinite_step: int | None = None
         self._rate_ema: float | None = None
@@ -298,7 +305,9 @@ class Detectors:
         ctx = self.context
         ctx.lines += 1
         out: list[Symptom] = []
-        t = _finite(rec.get("t"))
+        t = rec.get("t")
+        if type(t) is not float or t - t != 0.0:  # the common case is a finite float
+            t = _finite(t)
         event = rec.get("event")
         if event is not None:
             if event == "start":  # a new attempt (a resume): the time before it is no stall
@@ -307,20 +316,23 @@ class Detectors:
                 self._gap(t, None, out)
             self._on_event(event, rec, t)
             return self._new(out) if out else out
-        step = _count(rec.get("step"))
-        if step is None:
-            return out
+        step = rec.get("step")
+        if type(step) is not int or not -(2**63) < step < 2**63:
+            step = _count(step)
+            if step is None:
+                return out
         self._gap(t, step, out)
         ctx.step = step
         loss = grad = None
         evals = False
-        kinds = self._kinds
-        for key, raw in rec.items():
-            kind = kinds.get(key)
-            if kind is None:
-                kind = kinds[key] = self._kind_of(key) if len(kinds) < 256 else "skip"
-            if kind == "skip":
-                continue
+        keys = tuple(rec)
+        plan = self._plans.get(keys)
+        if plan is None:  # the metrics this shape of line holds, decided once per shape
+            plan = tuple((k, kind) for k in keys if (kind := self._kind(k)) != "skip")
+            if len(self._plans) < 64:
+                self._plans[keys] = plan
+        for key, kind in plan:
+            raw = rec[key]
             value = raw if type(raw) is float else as_float(raw)
             if value is None:
                 continue
@@ -361,6 +373,14 @@ class Detectors:
         if evals:
             ctx.train_evals += 1
         return self._new(out) if out else out
+
+    def _kind(self, key: str) -> str:
+        kind = self._kinds.get(key)
+        if kind is None:
+            kind = self._kind_of(key) if isinstance(key, str) else "skip"
+            if len(self._kinds) < 256:
+                self._kinds[key] = kind
+        return kind
 
     def _kind_of(self, key: str) -> str:
         """What a metric is to the detectors, decided once per name."""
@@ -512,7 +532,8 @@ class Detectors:
                 return
         base, diffs = self._base, self._diffs
         lines = self._spike_lines
-        if lines >= 3 and base is not None and diffs.values:
+        # every spike is at least SPIKE_REL above the level: below that, nothing to weigh
+        if lines >= 3 and base is not None and diffs.values and x - base > SPIKE_REL * abs(base):
             # the line-to-line noise (first differences: a falling trend is not noise)
             sigma = math.sqrt(diffs.sq / len(diffs.values) / 2)
             normal = lines >= WARMUP_LINES and self._restart_grace == 0 and not self._warming()
@@ -544,6 +565,9 @@ class Detectors:
         ema = level.sum / n
         if self._level_best is None or ema < self._level_best:
             self._level_best, self._best_at = ema, (step, t)
+            if self._diverge.length:
+                self._diverge.length = 0
+            return  # a new lowest level: nothing rose
         start, best = ctx.loss_start, self._level_best
         progress = start - best
         lost = progress > 0.05 * abs(start) and ema > best + DIVERGE_LOST * progress
@@ -631,7 +655,7 @@ class Detectors:
             self._grad_watch = None
         if 3 <= med.n < GRAD_MIN_VALUES:  # no baseline yet: only a gross jump counts
             m = med.median()
-            if m > 0 and g >= GRAD_EXPLODE * m and g >= 2 * med.sorted[-1]:
+            if m > 0 and g >= GRAD_EXPLODE * m and g >= 2 * med.max():
                 out.append(self._explosion(g, m, step, t))
         if med.n >= GRAD_MIN_VALUES:
             m = med.median()
