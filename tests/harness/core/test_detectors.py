@@ -1,0 +1,184 @@
+"""The detectors and the diagnosis with plain values: no files, no clocks.
+
+The corpus scores are in ``tests/diagnosis/test_scores.py``; here each rule's edges, the
+stream's hostile values, and the shape of the diagnosis.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from harness.core.detectors import CAUSES, SYMPTOMS, Detectors
+from harness.core.diagnose import diagnose
+from mistakes._catalogue import BUILTIN_MISTAKES
+
+
+def run(
+    n: int = 600, *, seed: int = 0, changes: dict[int, dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
+    changes = changes or {}
+    rng = random.Random(seed)
+    out: list[dict[str, Any]] = [{"event": "start", "total_steps": n, "device": "cpu", "t": 0.0}]
+    for step in range(1, n + 1):
+        line = {
+            "step": step,
+            "loss": 2 * math.exp(-step / (n / 4)) + 0.2 + rng.gauss(0, 0.005),
+            "lr": 1e-3,
+            "grad_norm": 0.5 + rng.random() * 0.1,
+            "samples_per_s": 1000 + rng.gauss(0, 5),
+            "t": step * 0.1,
+        }
+        line.update(changes.get(step, {}))
+        out.append(line)
+    return out
+
+
+def found(records: list[dict[str, Any]]) -> dict[str, Any]:
+    d = Detectors()
+    d.feed_all(records)
+    return {s.symptom: s for s in d.symptoms}
+
+
+def test_a_healthy_run_has_no_symptom_and_reads_healthy() -> None:
+    d = Detectors()
+    d.feed_all(run())
+    result = diagnose(d)
+    assert result.verdict == "healthy" and result.to_json()["findings"] == []
+    assert "healthy: no symptom in 601 lines" in result.render_text()
+
+
+def test_each_symptom_is_reported_once_at_its_first_onset() -> None:
+    records = run(changes={300: {"grad_norm": 40.0}, 400: {"grad_norm": 80.0}})
+    d = Detectors()
+    fresh = [s for rec in records for s in d.feed(rec)] + d.close()
+    explosions = [s for s in fresh if s.symptom == "grad_explosion"]
+    assert len(explosions) == 1 and explosions[0].step == 300
+    assert "grad_norm 40 at step 300" in explosions[0].evidence[0]
+
+
+def test_an_lr_raised_by_controls_is_the_top_cause_of_what_follows() -> None:
+    records = run(600)
+    i = next(i for i, r in enumerate(records) if r.get("step") == 400)
+    records.insert(i, {"event": "checkpoint", "path": "/c/step-400.pt", "step": 399, "t": 39.9})
+    records.insert(i + 1, {"event": "controls", "applied": {"lr": 1e-2}, "t": 39.95})
+    for r in records[i + 2 :]:
+        if "loss" in r:
+            r["loss"] += 0.01 * (r["step"] - 400)
+            r["lr"] = 1e-2
+    d = Detectors()
+    d.feed_all(records)
+    report = diagnose(d).to_json()
+    assert report["verdict"] == "unhealthy"
+    (div,) = [f for f in report["findings"] if f["symptom"] == "divergence"]
+    assert div["severity"] == "critical" and div["mistakes"] == ["M-049"]
+    top = div["causes"][0]
+    assert top["rank"] == 1 and top["cause"] == "lr_change" and top["confidence"] >= 0.8
+    assert "lr changed from 0.001 to 0.01 (10x)" in top["evidence"][0]
+    assert "set lr back to 0.001" in top["fix"] and "step 399 (/c/step-400.pt)" in top["fix"]
+    assert all(0 <= c["confidence"] <= 1 for c in div["causes"])
+    assert [c["rank"] for c in div["causes"]] == list(range(1, len(div["causes"]) + 1))
+    assert any("Set lr back to 0.001" in w for w in report["quick_wins"])
+
+
+def test_an_isolated_spike_with_no_change_is_a_bad_batch() -> None:
+    s = found(run(changes={350: {"loss": 5.0}}))
+    assert set(s) == {"loss_spike"}
+    d = Detectors()
+    d.feed_all(run(changes={350: {"loss": 5.0}}))
+    (f,) = diagnose(d).findings
+    assert f.causes[0].cause == "bad_batch" and f.severity == "info"
+
+
+def test_missing_metrics_disable_their_detectors() -> None:
+    only_loss = [{k: v for k, v in r.items() if k in ("step", "loss", "t", "event")} for r in run()]
+    assert found(only_loss) == {}
+    no_loss = [{k: v for k, v in r.items() if k != "loss"} for r in run()]
+    assert found(no_loss) == {}
+
+
+def test_a_stall_is_a_gap_in_the_train_phase_only() -> None:
+    records = run(300)
+    for r in records[200:]:
+        r["t"] += 600.0  # ten minutes without a line after step 199
+    assert "stall" in found(records)
+    records.insert(200, {"event": "phase", "phase": "eval", "t": records[199]["t"]})
+    records.insert(201, {"event": "phase", "phase": "train", "t": records[201]["t"]})
+    assert "stall" not in found(records)  # a long eval is not a stall
+
+
+def test_an_accuracy_that_falls_and_stays_down_collapses_once_a_dip_does_not() -> None:
+    records = run(600)
+    evals = []
+    for step in range(50, 601, 50):
+        acc = 0.93 if step < 400 else 0.6
+        evals.append({"step": step, "avg_bit_acc": acc + step * 1e-6, "t": step * 0.1})
+    dip = [dict(e) for e in evals]
+    dip[5]["avg_bit_acc"] = 0.91  # one eval two points down, then back
+    for e in dip:
+        e["avg_bit_acc"] = max(e["avg_bit_acc"], 0.9)
+    assert "metric_collapse" in found(records + evals)
+    assert "metric_collapse" not in found(records + dip)
+
+
+hostile = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=20),
+    st.lists(st.integers(), max_size=3),
+    st.dictionaries(st.text(max_size=5), st.integers(), max_size=3),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.dictionaries(
+            st.sampled_from(
+                [
+                    "step",
+                    "loss",
+                    "grad_norm",
+                    "lr",
+                    "t",
+                    "event",
+                    "val_loss",
+                    "acc",
+                    "samples_per_s",
+                    "phase",
+                    "applied",
+                    "total_steps",
+                    "path",
+                ]
+            ),
+            hostile,
+            max_size=8,
+        ),
+        max_size=60,
+    )
+)
+def test_no_line_however_odd_makes_the_detectors_raise(lines: list[dict[str, Any]]) -> None:
+    d = Detectors()
+    for rec in lines:
+        for s in d.feed(rec):
+            assert s.symptom in SYMPTOMS
+    d.close()
+    report = diagnose(d).to_json()
+    json.dumps(report, allow_nan=False)  # strict JSON whatever came in
+    for f in report["findings"]:
+        assert {c["cause"] for c in f["causes"]} <= set(CAUSES)
+
+
+def test_every_linked_mistake_is_in_the_catalogue() -> None:
+    from harness.core.diagnose import SYMPTOM_MISTAKES
+
+    ids = {m.id for m in BUILTIN_MISTAKES}
+    assert set(SYMPTOM_MISTAKES) == set(SYMPTOMS)
+    assert {m for ms in SYMPTOM_MISTAKES.values() for m in ms} <= ids
