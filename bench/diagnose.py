@@ -29,7 +29,7 @@ from typing import Any
 
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-from harness.core.detectors import Detectors  # noqa: E402
+from harness.core import Detectors  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "tests" / "diagnosis" / "corpus"

@@ -18,13 +18,12 @@ from typing import Any
 
 from harness.cli.common import emit_json, store_for
 from harness.core.detectors import Detectors
-from harness.core.diagnose import diagnose
-from harness.core.spec import parse_gate
+from harness.core.diagnose import diagnose, gated_up
 from harness.errors import InputError, NotFoundError
 from harness.job.protocol import METRICS_FILE
 from memory import find_run
 
-__all__ = ["cmd_diagnose", "diagnose_file", "gated_up"]
+__all__ = ["cmd_diagnose", "diagnose_file"]
 
 _MAX_LINE = 1 << 20
 _BATCH = 1024  # lines parsed in one json.loads call: object keys are shared, twice as fast
@@ -52,19 +51,6 @@ def _feed_batch(batch: list[bytes], loads: Any, feed: Any) -> int:
         else:
             skipped += 1
     return skipped
-
-
-def gated_up(gates: dict[str, Any]) -> list[str]:
-    """Metrics a spec gates from below (``>= 0.93``): accuracy-like, whatever their name."""
-    out = []
-    for metric, expr in gates.items():
-        try:
-            gate = parse_gate(metric, str(expr))
-        except ValueError:
-            continue
-        if gate.op in (">=", ">"):
-            out.append(metric)
-    return out
 
 
 def diagnose_file(path: Path, *, gated: list[str] | None = None) -> tuple[Any, int]:

@@ -15,6 +15,8 @@ from harness._lazy import exports
 __all__ = [
     "AbortRequested",
     "Action",
+    "Detectors",
+    "Diagnosis",
     "Event",
     "Exited",
     "Finding",
@@ -35,11 +37,14 @@ __all__ = [
     "apply_overrides",
     "as_float",
     "build_heartbeat",
+    "diagnose",
     "progress_line",
     "spec_from_mapping",
 ]
 
 if TYPE_CHECKING:
+    from harness.core.detectors import Detectors
+    from harness.core.diagnose import Diagnosis, diagnose
     from harness.core.format import progress_line
     from harness.core.heartbeat import HeartbeatView, build_heartbeat
     from harness.core.machine import (
@@ -64,6 +69,8 @@ __getattr__, __dir__ = exports(
     __name__,
     {
         "AbortRequested": "harness.core.machine",
+        "Detectors": "harness.core.detectors",
+        "Diagnosis": "harness.core.diagnose",
         "Action": "harness.core.machine",
         "Event": "harness.core.machine",
         "Exited": "harness.core.machine",
@@ -85,6 +92,7 @@ __getattr__, __dir__ = exports(
         "apply_overrides": "harness.core.spec",
         "as_float": "harness.core.values",
         "build_heartbeat": "harness.core.heartbeat",
+        "diagnose": "harness.core.diagnose",
         "progress_line": "harness.core.format",
         "spec_from_mapping": "harness.core.spec",
     },

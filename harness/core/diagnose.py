@@ -9,13 +9,22 @@ weighed is in ``docs/diagnosis.md``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from harness.core.detectors import Change, Context, Detectors, Symptom
+from harness.core.spec import parse_gate
 
-__all__ = ["SYMPTOM_MISTAKES", "CauseView", "Diagnosis", "FindingView", "diagnose", "explain"]
+__all__ = [
+    "SYMPTOM_MISTAKES",
+    "CauseView",
+    "Diagnosis",
+    "FindingView",
+    "diagnose",
+    "explain",
+    "gated_up",
+]
 
 #: the catalogue's mistakes each symptom is a case of (the user's own ids where they match)
 SYMPTOM_MISTAKES: dict[str, tuple[str, ...]] = {
@@ -152,6 +161,19 @@ class Diagnosis:
             out.append("Quick wins:")
             out += [f"  - {w}" for w in self.quick_wins]
         return "\n".join(out).rstrip() + "\n"
+
+
+def gated_up(gates: Mapping[str, Any]) -> list[str]:
+    """Metrics a spec gates from below (``>= 0.93``): accuracy-like, whatever their name."""
+    out = []
+    for metric, expr in gates.items():
+        try:
+            gate = parse_gate(metric, str(expr))
+        except ValueError:
+            continue
+        if gate.op in (">=", ">"):
+            out.append(metric)
+    return out
 
 
 def _lookback(s: Symptom, ctx: Context) -> int:

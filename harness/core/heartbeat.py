@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from harness.core.format import duration, gb, key_metric_of, progress_parts
-from memory import Run
+from memory import Run, clip
 from mistakes import Incident
 
 __all__ = ["COLOURS", "HeartbeatView", "build_heartbeat", "run_summary"]
@@ -37,10 +37,14 @@ def run_summary(run: Run, *, incidents: int = 0, now: float) -> tuple[str, str]:
     if p.get("step") is None and not p.get("queued"):
         parts.insert(0, run.status)
     parts.append(f"incidents {incidents}")
+    found = [d for d in p.get("diagnosis") or [] if isinstance(d, str)]
+    if found:  # the live diagnosis: the latest finding, and how many there are
+        more = f" (+{len(found) - 1} more: harness diagnose {run.id})" if len(found) > 1 else ""
+        parts.append(f"⚠ {clip(found[-1], 160)}{more}")
     health = "ok"
     if run.status == "aborting":
         health = "bad"
-    elif incidents:
+    elif incidents or found:
         health = "warn"
     age = now - run.progress_at if run.progress_at else None
     if run.status == "running" and (age is None or age > STALE_PROGRESS_S):

@@ -21,9 +21,11 @@ import math
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeGuard
+from typing import Any, Literal, TypeGuard
 
+from harness.core.detectors import Detectors, Symptom
 from harness.core.devices import GpuReading
+from harness.core.diagnose import FindingView, diagnose, explain, gated_up
 from harness.core.format import exit_status
 from harness.core.rules import (
     Finding,
@@ -58,6 +60,7 @@ __all__ = [
     "SupervisionLost",
     "Terminate",
     "Tick",
+    "card",
 ]
 
 _HISTORY = 60  # points kept for trends and sparklines
@@ -220,6 +223,7 @@ class Progress:
     # it waits (None once it began), {"where": "node1"} once it runs
     queued: dict[str, Any] | None = None
     where: str = ""
+    diagnosis: list[str] = field(default_factory=list)  # the live findings' headlines
 
     def rate(self) -> float | None:
         """Steps per second over the recent step lines."""
@@ -261,6 +265,7 @@ class Progress:
             "vram_total": self.vram_total,
             "queued": dict(self.queued) if self.queued is not None else None,
             "where": self.where,
+            "diagnosis": list(self.diagnosis),
         }
 
 
@@ -281,6 +286,8 @@ class RunMachine:
         )
         self._warned: set[str] = set()
         self._bad_files: set[str] = set()  # what was found in place of metrics.jsonl
+        # the live diagnosis (DESIGN section 12): the same detectors as `harness diagnose`
+        self.detectors = Detectors(gated_up=gated_up(spec.gates))
         self.waiting = False  # queued by a scheduler: nothing is judged until it begins
 
     @property
@@ -394,12 +401,39 @@ class RunMachine:
                     p.loss_history.append(number)
                 if key == self.key_metric and math.isfinite(number):
                     p.key_history.append(number)
+        actions = self._diagnose(self.detectors.feed(rec))
+        if self.status != "running":
+            return actions
         finding = check_nonfinite(rec, self.cfg)
         if finding is None:
-            return []
+            return actions
         if finding.level == "abort":
-            return self._abort(finding)
-        return self._warn_once(finding)
+            return actions + self._abort(finding)
+        return actions + self._warn_once(finding)
+
+    def _diagnose(self, symptoms: Sequence[Symptom]) -> list[Action]:
+        """The policy of each new symptom: a warning with its diagnosis, or an abort.
+
+        ``nonfinite`` and ``stall`` are the watch rules' to act on; here they are only
+        explained (in the final diagnosis).
+        """
+        actions: list[Action] = []
+        for s in symptoms:
+            policy = getattr(self.spec.diagnose, s.symptom, "off")
+            if policy == "off" or self.status != "running":
+                continue
+            view = explain(s, self.detectors.context, self.detectors.symptoms)
+            self.progress.diagnosis.append(clip(view.headline, 200))
+            level: Literal["warn", "abort"] = "abort" if policy == "abort" else "warn"
+            finding = Finding(s.symptom, level, view.headline, {"diagnosis": view.to_json()})
+            if policy == "abort":
+                actions += self._abort(finding)
+            else:
+                actions += [
+                    RecordIncident(finding, "warn", "warned with the diagnosis"),
+                    Notify(f"{self.spec.name}: {card(view)}", alert=True),
+                ]
+        return actions
 
     def _on_began(self, ev: Began) -> list[Action]:
         """The job left the queue (again, after a requeue): its clocks start now."""
@@ -482,7 +516,11 @@ class RunMachine:
     def _on_exit(self, ev: Exited) -> list[Action]:
         p = self.progress
         final = {**p.metrics, **{k: v for k, v in p.final.items()}}
+        self.detectors.close()
         result: dict[str, Any] = {"exit_code": ev.code, "final": final}
+        found = diagnose(self.detectors)
+        if found.findings:  # what went wrong, kept with the run (a healthy one needs none)
+            result["diagnosis"] = found.to_json()
         if self.status == "aborting":
             self.status = "aborted"
             summary = f"aborted: {self.abort_reason}"
@@ -544,6 +582,19 @@ class RunMachine:
             for r in failed
         ]
         return [*actions, Finish("failed", summary, result), Notify(f"{self.spec.name}: {summary}")]
+
+
+def card(view: FindingView) -> str:
+    """The diagnosis of one finding as an alert: the headline, the evidence, the top cause."""
+    lines = [f"diagnosis: {view.headline}"]
+    lines += [f"- {e}" for e in view.evidence[:2]]
+    if view.causes:
+        top = view.causes[0]
+        lines.append(f"cause: {top.cause} ({top.confidence:.0%}): {top.fix}")
+        lines += [f"- {e}" for e in top.evidence[:2]]
+    if view.mistakes:
+        lines.append(f"see {', '.join(view.mistakes)} (harness mistakes show ID)")
+    return "\n".join(lines)
 
 
 def _is_count(v: Any) -> TypeGuard[int]:

@@ -31,6 +31,7 @@ from memory import clip
 __all__ = [
     "MAX_DEPTH",
     "SLURM_STATES",
+    "DiagnoseConfig",
     "Gate",
     "RunSpec",
     "SlurmConfig",
@@ -214,6 +215,30 @@ class SlurmConfig(_Strict):
         return v
 
 
+#: what the supervisor does when the live diagnosis finds a symptom (``[diagnose]``)
+Policy = Literal["off", "warn", "abort"]
+
+
+class DiagnoseConfig(_Strict):
+    """``[diagnose]``: a policy per symptom of the live diagnosis (``docs/diagnosis.md``).
+
+    The defaults never abort a healthy run: a warning (an alert with the diagnosis, an
+    incident, a line in the heartbeat) for most, an abort for divergence. ``nonfinite``
+    and ``stall`` are the watch rules' (``watch.nonfinite``, ``watch.stall_s``), which act
+    on them already; the diagnosis only explains them, here and in ``harness diagnose``.
+    """
+
+    loss_spike: Policy = "warn"
+    divergence: Policy = "abort"
+    no_progress: Policy = "warn"
+    grad_explosion: Policy = "warn"
+    vanishing_gradient: Policy = "warn"
+    metric_collapse: Policy = "warn"
+    overfitting: Policy = "warn"
+    degenerate_metric: Policy = "warn"
+    throughput_drop: Policy = "warn"
+
+
 class RunSpec(_Strict):
     name: str
     command: list[str] = Field(min_length=1)
@@ -227,6 +252,7 @@ class RunSpec(_Strict):
     watch: WatchConfig = Field(default_factory=WatchConfig)
     torchrun: TorchrunConfig = Field(default_factory=TorchrunConfig)
     slurm: SlurmConfig = Field(default_factory=SlurmConfig)
+    diagnose: DiagnoseConfig = Field(default_factory=DiagnoseConfig)
     gates: dict[str, str] = Field(default_factory=dict)
     controls: dict[str, Any] = Field(default_factory=dict)
     key_metric: str | None = None  # shown with a sparkline in heartbeats; default: first gate

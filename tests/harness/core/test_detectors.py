@@ -182,3 +182,85 @@ def test_every_linked_mistake_is_in_the_catalogue() -> None:
     ids = {m.id for m in BUILTIN_MISTAKES}
     assert set(SYMPTOM_MISTAKES) == set(SYMPTOMS)
     assert {m for ms in SYMPTOM_MISTAKES.values() for m in ms} <= ids
+
+
+# -- live, in the run's machine ---------------------------------------------------------------
+
+
+def _lr_raised(n: int = 600) -> list[dict[str, Any]]:
+    records = run(n)
+    i = next(i for i, r in enumerate(records) if r.get("step") == 400)
+    records.insert(i, {"event": "controls", "applied": {"lr": 1e-2}, "t": 39.95})
+    for r in records[i + 1 :]:
+        if "loss" in r:
+            r["loss"] += 0.01 * (r["step"] - 400)
+            r["lr"] = 1e-2
+    return records
+
+
+def _machine(**diagnose_policy: str) -> Any:
+    from harness.core.machine import RunMachine
+    from harness.core.spec import RunSpec
+
+    spec = RunSpec.model_validate(
+        {
+            "name": "live",
+            "command": ["x"],
+            "device": "cpu",
+            "diagnose": diagnose_policy,
+            "watch": {"stall_s": 1e6, "util_grace_s": 1e6},
+        }
+    )
+    return RunMachine(spec, started_at=0.0)
+
+
+def test_live_divergence_aborts_by_default_with_its_diagnosis_as_evidence() -> None:
+    from harness.core.machine import MetricLines, RecordIncident, Terminate
+
+    m = _machine()
+    acts = m.handle(MetricLines(60.0, _lr_raised()))
+    assert m.status == "aborting" and any(isinstance(a, Terminate) for a in acts)
+    (incident,) = [a for a in acts if isinstance(a, RecordIncident)]
+    assert incident.finding.rule == "divergence" and incident.severity == "abort"
+    causes = incident.finding.evidence["diagnosis"]["causes"]
+    assert causes[0]["cause"] == "lr_change"
+
+
+def test_a_warn_policy_alerts_with_the_card_and_shows_in_the_heartbeat() -> None:
+    from harness.core.heartbeat import run_summary
+    from harness.core.machine import MetricLines, Notify, RecordIncident
+    from memory import Run
+
+    m = _machine(divergence="warn", grad_explosion="off")
+    acts = m.handle(MetricLines(60.0, _lr_raised()))
+    assert m.status == "running"
+    incidents = [a for a in acts if isinstance(a, RecordIncident)]
+    assert [i.finding.rule for i in incidents] == ["divergence"]
+    (alert,) = [a for a in acts if isinstance(a, Notify)]
+    assert alert.alert and "diagnosis: the loss diverged at step" in alert.text
+    assert "cause: lr_change (90%): set lr back to 0.001" in alert.text and "M-049" in alert.text
+    snap = m.progress.snapshot()
+    assert snap["diagnosis"] and snap["diagnosis"][0].startswith("the loss diverged at step")
+    row = Run(
+        id="r",
+        name="live",
+        spec={},
+        status="running",
+        run_dir="/x",
+        progress=snap,
+        progress_at=60.0,
+        started_at=0.0,
+    )
+    health, line = run_summary(row, now=61.0)
+    assert health == "warn" and "⚠ the loss diverged at step" in line
+
+
+def test_an_off_policy_says_nothing_live_but_the_final_diagnosis_keeps_it() -> None:
+    from harness.core.machine import Exited, Finish, MetricLines
+
+    m = _machine(divergence="off", grad_explosion="off")
+    assert m.handle(MetricLines(60.0, _lr_raised())) == []
+    (finish,) = [a for a in m.handle(Exited(61.0, 0)) if isinstance(a, Finish)]
+    assert finish.status == "succeeded"
+    assert finish.result["diagnosis"]["verdict"] == "unhealthy"
+    assert {f["symptom"] for f in finish.result["diagnosis"]["findings"]} >= {"divergence"}
