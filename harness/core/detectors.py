@@ -64,9 +64,9 @@ _NOT_ACCURACY = ("ceiling",)  # the bundled trainer's constant bound beside its 
 
 # -- the defaults (docs/diagnosis.md says why each is what it is) ---------------------------
 WARMUP_LINES = 10  # train-loss lines before the spike rule has a baseline
-SPIKE_WINDOW = 50  # lines of the running mean and sigma
-SPIKE_SIGMA = 6.0  # a spike: above mean + 6 sigma ...
-SPIKE_REL = 0.25  # ... and at least 25 % above the mean
+SPIKE_WINDOW = 50  # lines in the loss level (divergence) and in the line-to-line noise (spikes)
+SPIKE_SIGMA = 6.0  # a spike: above the smoothed level + 6 sigma of the noise ...
+SPIKE_REL = 0.25  # ... and at least 25 % above the level
 SPIKE_GROSS = 1.6  # in the first lines, a warmup or a restart: 1.6x the mean and 4 sigma
 SPIKE_RECOVER_LINES = 20  # a spike must come back within this many lines: under mean +
 SPIKE_BACK = 0.5  # 2 sigma, or below half-way from its peak to the mean before it
