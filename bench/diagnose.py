@@ -116,6 +116,17 @@ def main(argv: list[str] | None = None) -> int:
                 json.loads(line)
         parse = time.perf_counter() - t0
         t0 = time.perf_counter()
+        with path.open("rb") as f:
+            batch: list[bytes] = []
+            for line in f:
+                batch.append(line)
+                if len(batch) == 1024:
+                    json.loads(b"[" + b",".join(batch) + b"]")
+                    batch = []
+            if batch:
+                json.loads(b"[" + b",".join(batch) + b"]")
+        batched = time.perf_counter() - t0
+        t0 = time.perf_counter()
         p = subprocess.run(
             [sys.executable, "-m", "harness", "diagnose", str(path), "--json"],
             capture_output=True,
@@ -131,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     print("| measure | s |")
     print("|---|---:|")
     print(f"| `harness diagnose FILE --json`, wall, interpreter start included | **{wall:.2f}** |")
-    print(f"| of which JSON parsing alone (same file, same loop) | {parse:.2f} |")
+    print(f"| JSON parsing alone, in batches of 1,024 lines as the command does | {batched:.2f} |")
+    print(f"| JSON parsing alone, line by line (for comparison) | {parse:.2f} |")
     print(f"\nVerdict: {verdict} (the file is a healthy run). Target: < 10 s.")
     return 0
 
