@@ -15,6 +15,7 @@ from ._commands import HarnessTree, build_tree, parse_overrides
 from ._service import (
     BriefView,
     CommandError,
+    DiagnosisView,
     HarnessService,
     HeartbeatView,
     IncidentView,
@@ -29,6 +30,7 @@ __all__ = [
     "BotError",
     "BriefView",
     "CommandError",
+    "DiagnosisView",
     "HarnessClient",
     "HarnessService",
     "HarnessTree",

@@ -25,6 +25,7 @@ from ._auth import BotConfig, refusal
 from ._embeds import (
     brief_embed,
     controls_embed,
+    diagnosis_embed,
     heartbeat_embed,
     incidents_embed,
     mistake_embed,
@@ -289,6 +290,12 @@ class HarnessCommands:
 
         await self._handle(interaction, "incidents", work)
 
+    async def diagnose(self, interaction: Interaction, run: str) -> None:
+        async def work(svc: HarnessService) -> Reply:
+            return Reply(diagnosis_embed(await svc.diagnose(run)))
+
+        await self._handle(interaction, "diagnose", work)
+
     # -- /heartbeat, /brief, /tell -------------------------------------------------------
 
     async def heartbeat(self, interaction: Interaction) -> None:
@@ -446,6 +453,14 @@ def build_tree(
     async def incidents(interaction: Interaction, run: str | None = None) -> None:
         await h.incidents(interaction, run)
 
+    @app_commands.command(
+        name="diagnose", description="What is going wrong in a run's training, why, what to do"
+    )
+    @app_commands.describe(run="Run id")
+    @app_commands.autocomplete(run=runs_for("diagnose"))
+    async def diagnose(interaction: Interaction, run: str) -> None:
+        await h.diagnose(interaction, run)
+
     @app_commands.command(name="heartbeat", description="Post a heartbeat now")
     @app_commands.guild_only()
     @app_commands.default_permissions()
@@ -468,6 +483,7 @@ def build_tree(
         controls,
         mistakes,
         incidents,
+        diagnose,
         heartbeat,
         brief,
         tell,

@@ -14,6 +14,7 @@ import discord
 
 from ._service import (
     BriefView,
+    DiagnosisView,
     HeartbeatView,
     IncidentView,
     MistakeView,
@@ -32,6 +33,7 @@ __all__ = [
     "brief_embed",
     "clip",
     "controls_embed",
+    "diagnosis_embed",
     "fit_embed",
     "heartbeat_embed",
     "incidents_embed",
@@ -180,6 +182,9 @@ def run_embed(view: RunView, *, heading: str | None = None) -> discord.Embed:
     if view.gates:
         gates = [_gate_line(g) for g in view.gates]
         fields.append({"name": "gates", "value": _lines_within(gates, FIELD_VALUE_MAX)})
+    if view.diagnosis:
+        found = [f"⚠ {d}" for d in view.diagnosis]
+        fields.append({"name": "diagnosis", "value": _lines_within(found, FIELD_VALUE_MAX)})
     return fit_embed(
         {
             "title": f"{heading}: {title}" if heading else title,
@@ -304,3 +309,42 @@ def brief_embed(view: BriefView) -> discord.Embed:
 
 def tell_text(note_id: int) -> str:
     return f"Noted as #{note_id}; whoever works at the terminal sees it with `harness inbox`."
+
+
+_SEVERITY_COLOUR = {"critical": RED, "warn": ORANGE, "info": GREY}
+
+
+def diagnosis_embed(view: DiagnosisView) -> discord.Embed:
+    """The diagnosis card: each finding with its evidence and ranked causes, quick wins."""
+    if not view.findings:
+        return fit_embed(
+            {
+                "title": f"Diagnosis · {view.run_id}",
+                "description": f"**healthy**: no symptom in {view.lines} lines",
+                "color": GREEN,
+            }
+        )
+    worst = view.findings[0].get("severity", "warn")
+    fields: list[dict[str, Any]] = []
+    for f in view.findings[:10]:
+        step = f" at step {f['step']}" if f.get("step") is not None else ""
+        lines = [f"- {e}" for e in f.get("evidence", [])[:2]]
+        for c in f.get("causes", [])[:3]:
+            lines.append(f"{c['rank']}) **{c['cause']}** ({c['confidence']:.0%}): {c['fix']}")
+        if f.get("mistakes"):
+            lines.append("see " + ", ".join(f["mistakes"]))
+        fields.append(
+            {
+                "name": f"{f['symptom']}{step} ({f.get('severity', '')})",
+                "value": _lines_within(lines, FIELD_VALUE_MAX),
+            }
+        )
+    wins = [f"• {w}" for w in view.quick_wins]
+    return fit_embed(
+        {
+            "title": f"Diagnosis · {view.run_id}",
+            "description": "**unhealthy**\n" + ("Quick wins:\n" + "\n".join(wins) if wins else ""),
+            "color": _SEVERITY_COLOUR.get(worst, ORANGE),
+            "fields": fields,
+        }
+    )

@@ -38,6 +38,9 @@ class RunView:
     ended_at: float | None = None
     controls: dict[str, Any] = field(default_factory=dict)
     gates: list[dict[str, Any]] = field(default_factory=list)  # {"gate", "value", "passed"}
+    diagnosis: list[str] = field(
+        default_factory=list
+    )  # the live diagnosis' findings, one line each
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,19 @@ class IncidentView:
     severity: str
     summary: str
     resolved: bool
+
+
+@dataclass(frozen=True)
+class DiagnosisView:
+    """``harness diagnose RUN --json`` of one run: findings as that JSON has them."""
+
+    run_id: str
+    verdict: str  # healthy | unhealthy
+    findings: list[
+        dict[str, Any]
+    ]  # {"symptom", "step", "severity", "evidence", "mistakes", "causes"}
+    quick_wins: list[str]
+    lines: int = 0
 
 
 @dataclass(frozen=True)
@@ -103,6 +119,8 @@ class HarnessService(Protocol):
     async def show_mistake(self, mistake_id: str) -> MistakeView: ...
 
     async def incidents(self, run: str | None, limit: int = 10) -> list[IncidentView]: ...
+
+    async def diagnose(self, run: str) -> DiagnosisView: ...
 
     async def heartbeat(self) -> HeartbeatView: ...
 

@@ -11,75 +11,16 @@ in the output); 1 when the run or file is not found.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
-from typing import Any
 
 from harness.cli.common import emit_json, store_for
-from harness.core.detectors import Detectors
-from harness.core.diagnose import diagnose, gated_up
-from harness.errors import InputError, NotFoundError
+from harness.core.diagnose import gated_up
 from harness.job.protocol import METRICS_FILE
+from harness.runtime.diagnose import diagnose_file
 from memory import find_run
 
 __all__ = ["cmd_diagnose", "diagnose_file"]
-
-_MAX_LINE = 1 << 20
-_BATCH = 1024  # lines parsed in one json.loads call: object keys are shared, twice as fast
-
-
-def _feed_batch(batch: list[bytes], loads: Any, feed: Any) -> int:
-    """Parse and feed a batch of lines; how many were not JSON objects."""
-    if not batch:
-        return 0
-    try:
-        records = loads(b"[" + b",".join(batch) + b"]")
-        if len(records) != len(batch):  # a line held two values ("{..},{..}"): not a line
-            raise ValueError("a line that is not one JSON value")
-    except ValueError:  # a bad line in the batch: one by one, skipping the bad ones
-        records = []
-        for line in batch:
-            try:
-                records.append(loads(line))
-            except ValueError:
-                records.append(None)
-    skipped = 0
-    for rec in records:
-        if isinstance(rec, dict):
-            feed(rec)
-        else:
-            skipped += 1
-    return skipped
-
-
-def diagnose_file(path: Path, *, gated: list[str] | None = None) -> tuple[Any, int]:
-    """The diagnosis of one metrics file, and how many of its lines were skipped."""
-    detectors = Detectors(gated_up=gated or ())
-    skipped = 0
-    loads = json.loads
-    feed = detectors.feed
-    try:
-        f = path.open("rb")
-    except FileNotFoundError:
-        raise NotFoundError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a directory, not a metrics file") from None
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    with f:
-        batch: list[bytes] = []
-        for line in f:
-            if len(line) > _MAX_LINE:
-                skipped += 1
-            elif line.strip():
-                batch.append(line)
-                if len(batch) == _BATCH:
-                    skipped += _feed_batch(batch, loads, feed)
-                    batch = []
-        skipped += _feed_batch(batch, loads, feed)
-    detectors.close()
-    return diagnose(detectors), skipped
 
 
 def _target(args: argparse.Namespace) -> tuple[Path, list[str], str]:

@@ -16,6 +16,7 @@ import mistakes as ml
 from bot import (
     BriefView,
     CommandError,
+    DiagnosisView,
     HeartbeatView,
     IncidentView,
     MistakeView,
@@ -23,13 +24,15 @@ from bot import (
     SearchHitView,
 )
 from harness._atomic import read_json
+from harness.core.diagnose import gated_up
 from harness.core.format import key_metric_of, progress_line
 from harness.core.overrides import chat_overrides, check_control
 from harness.core.spec import apply_overrides
 from harness.daemon.service import Service
 from harness.errors import HarnessError, LaunchRefused
-from harness.job.protocol import CONTROLS_FILE
+from harness.job.protocol import CONTROLS_FILE, METRICS_FILE
 from harness.runtime.controls import update_controls
+from harness.runtime.diagnose import diagnose_file
 from harness.runtime.specs import list_presets, load_preset
 from memory import TERMINAL, Run, RunNotFoundError, active_runs, find_run, list_runs
 
@@ -53,6 +56,7 @@ def run_view(run: Run) -> RunView:
         ended_at=run.ended_at,
         controls=controls,
         gates=list((run.result or {}).get("gates", [])),
+        diagnosis=[d for d in (run.progress or {}).get("diagnosis") or [] if isinstance(d, str)],
     )
 
 
@@ -95,6 +99,20 @@ class BotService:
         except HarnessError as exc:
             raise CommandError(str(exc)) from None
         return run_view(await asyncio.to_thread(self._find, run_id))
+
+    async def diagnose(self, run: str) -> DiagnosisView:
+        """``harness diagnose RUN``: the run's metrics file read by the detectors."""
+        row = await asyncio.to_thread(self._find, run)
+        path = Path(row.run_dir) / METRICS_FILE
+        gated = gated_up((row.spec or {}).get("gates") or {})
+        try:
+            result, _ = await asyncio.to_thread(diagnose_file, path, gated=gated)
+        except HarnessError as exc:
+            raise CommandError(str(exc)) from None
+        data = result.to_json()
+        return DiagnosisView(
+            row.id, data["verdict"], data["findings"], data["quick_wins"], result.lines
+        )
 
     async def run_status(self, run: str | None) -> list[RunView]:
         if run:

@@ -15,6 +15,7 @@ from bot import (
     BotConfig,
     BriefView,
     CommandError,
+    DiagnosisView,
     HeartbeatView,
     IncidentView,
     MistakeView,
@@ -114,6 +115,30 @@ class FakeService:
             "performance",
             [("Symptom", "5 % utilisation for hours"), ("Fix", "move the loss to the GPU")],
         )
+
+    async def diagnose(self, run: str) -> DiagnosisView:
+        self._record("diagnose", run)
+        if run == "nope":
+            raise CommandError(f"no run {run!r}")
+        finding = {
+            "symptom": "divergence",
+            "step": 612,
+            "severity": "critical",
+            "evidence": ["smoothed loss fell from 2.1 to 0.38, then rose to 1.3"],
+            "mistakes": ["M-049"],
+            "causes": [
+                {
+                    "rank": 1,
+                    "cause": "lr_change",
+                    "confidence": 0.9,
+                    "evidence": ["lr changed from 0.001 to 0.01 (10x) at step 600"],
+                    "fix": "set lr back to 0.001, then resume from the checkpoint at step 500",
+                },
+                {"rank": 2, "cause": "unknown", "confidence": 0.1, "evidence": [], "fix": "-"},
+            ],
+        }
+        wins = ["Set lr back to 0.001, then resume from the checkpoint at step 500"]
+        return DiagnosisView(run, "unhealthy", [finding], wins, 1200)
 
     async def incidents(self, run: str | None, limit: int = 10) -> list[IncidentView]:
         self._record("incidents", run, limit)

@@ -109,7 +109,16 @@ async def fake_api(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeApi]:
 
 async def test_sync_to_a_guild_registers_every_command_there(fake_api: FakeApi) -> None:
     names = await sync_commands(TOKEN, guild_id=GUILD)
-    assert names == ["brief", "controls", "heartbeat", "incidents", "mistakes", "run", "tell"]
+    assert names == [
+        "brief",
+        "controls",
+        "diagnose",
+        "heartbeat",
+        "incidents",
+        "mistakes",
+        "run",
+        "tell",
+    ]
     assert list(fake_api.synced) == [str(GUILD)]
     sent = {c["name"]: c for c in fake_api.synced[str(GUILD)]}
     assert sorted(o["name"] for o in sent["run"]["options"]) == ["abort", "list", "start", "status"]
@@ -118,7 +127,7 @@ async def test_sync_to_a_guild_registers_every_command_there(fake_api: FakeApi) 
 async def test_sync_globally(fake_api: FakeApi) -> None:
     await sync_commands(TOKEN)
     assert list(fake_api.synced) == ["global"]
-    assert len(fake_api.synced["global"]) == 7
+    assert len(fake_api.synced["global"]) == 8
 
 
 async def test_a_refused_token_is_our_error_and_syncs_nothing(fake_api: FakeApi) -> None:

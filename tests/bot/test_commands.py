@@ -134,6 +134,24 @@ async def test_incidents_lists_newest_with_mistake_links(tree: Tree, service: Fa
     assert embed.colour is not None and embed.colour.value == 0xE74C3C  # unresolved abort
 
 
+async def test_diagnose_shows_the_card_and_a_missing_run_is_one_line(
+    tree: Tree, service: FakeService
+) -> None:
+    fi = make_interaction(service.events)
+    await command(tree, "diagnose").callback(fi.interaction, run="echo-001")
+    embed = fi.embed()
+    assert embed.title == "Diagnosis · echo-001"
+    assert embed.colour is not None and embed.colour.value == 0xE74C3C  # critical
+    assert (embed.description or "").startswith("**unhealthy**\nQuick wins:\n• Set lr back")
+    (field,) = embed.fields
+    assert field.name == "divergence at step 612 (critical)"
+    assert "1) **lr_change** (90%): set lr back to 0.001" in (field.value or "")
+    assert "see M-049" in (field.value or "")
+    bad = make_interaction(service.events)
+    await command(tree, "diagnose").callback(bad.interaction, run="nope")
+    assert "no run 'nope'" in bad.ephemeral_text()
+
+
 async def test_heartbeat_and_brief(tree: Tree, service: FakeService) -> None:
     hb = make_interaction(service.events)
     await command(tree, "heartbeat").callback(hb.interaction)

@@ -186,3 +186,21 @@ async def test_strangers_change_nothing(tree: Tree, real: BotService) -> None:
         from memory import Heartbeat
 
         assert s.exec(select(Heartbeat)).all() == []
+
+
+async def test_diagnose_reads_the_runs_metrics_through_the_real_service(
+    tree: Tree, real: BotService, tmp_path: Path
+) -> None:
+    corpus = Path(__file__).parents[1] / "diagnosis" / "corpus" / "real_data_change.jsonl"
+    run_dir = tmp_path / "runs" / "dc-1"
+    run_dir.mkdir(parents=True)
+    (run_dir / "metrics.jsonl").write_bytes(corpus.read_bytes())
+    with real.store.write() as s:
+        s.add(Run(id="dc-1", name="dc", spec={}, status="failed", run_dir=str(run_dir)))
+    events: list[str] = []
+    fi = make_interaction(events)
+    await command(tree, "diagnose").callback(fi.interaction, run="dc-1")
+    embed = fi.embed()
+    assert embed.title == "Diagnosis · dc-1"
+    collapse = [f for f in embed.fields if (f.name or "").startswith("metric_collapse")]
+    assert collapse and "1) **data_change**" in (collapse[0].value or "")

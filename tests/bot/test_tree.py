@@ -22,6 +22,7 @@ EXPECTED = {
     "mistakes search": [("query", True)],
     "mistakes show": [("id", True)],
     "incidents": [("run", False)],
+    "diagnose": [("run", True)],
     "heartbeat": [],
     "brief": [],
     "tell": [("text", True)],
