@@ -61,6 +61,7 @@ __all__ = [
     "Terminate",
     "Tick",
     "card",
+    "card_embed",
 ]
 
 _HISTORY = 60  # points kept for trends and sparklines
@@ -175,6 +176,8 @@ class RecordIncident:
 class Notify:
     text: str
     alert: bool = True  # alerts go out at once; others wait for the heartbeat
+    # a Discord embed to send instead of the plain text where the shell can (the card)
+    embed: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -431,7 +434,11 @@ class RunMachine:
             else:
                 actions += [
                     RecordIncident(finding, "warn", "warned with the diagnosis"),
-                    Notify(f"{self.spec.name}: {card(view)}", alert=True),
+                    Notify(
+                        f"{self.spec.name}: {card(view)}",
+                        alert=True,
+                        embed=card_embed(self.spec.name, view),
+                    ),
                 ]
         return actions
 
@@ -595,6 +602,28 @@ def card(view: FindingView) -> str:
     if view.mistakes:
         lines.append(f"see {', '.join(view.mistakes)} (harness mistakes show ID)")
     return "\n".join(lines)
+
+
+_CARD_COLOUR = {"critical": 0xE74C3C, "warn": 0xE67E22, "info": 0x95A5A6}
+
+
+def card_embed(name: str, view: FindingView) -> dict[str, Any]:
+    """The card as a Discord embed: the finding, its evidence, its ranked causes."""
+    causes = [
+        {
+            "name": f"{c.rank}) {c.cause} ({c.confidence:.0%})"[:256],
+            "value": (c.fix + "".join(f"\n- {e}" for e in c.evidence[:2]))[:1024],
+            "inline": False,
+        }
+        for c in view.causes[:3]
+    ]
+    mistakes = f"\nsee {', '.join(view.mistakes)}" if view.mistakes else ""
+    return {
+        "title": f"{name}: {view.headline}"[:256],
+        "description": ("\n".join(f"- {e}" for e in view.evidence[:3]) + mistakes)[:4096],
+        "color": _CARD_COLOUR.get(view.severity, 0xE67E22),
+        "fields": causes,
+    }
 
 
 def _is_count(v: Any) -> TypeGuard[int]:

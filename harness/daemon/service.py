@@ -69,6 +69,7 @@ class Service:
             store,
             settings.paths.runs_dir,
             notify=self.notify,
+            cards=self.card,
             guard=GuardConfig(give_up_s=settings.supervisor.store_give_up_s),
         )
         self.scheduler = AsyncIOScheduler()
@@ -136,6 +137,20 @@ class Service:
             task = asyncio.get_running_loop().create_task(self._queue_alert(text))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    def card(self, text: str, embed: dict[str, Any]) -> None:
+        """An alert with an embed (a diagnosis card): printed here, sent as the embed."""
+        text = clean_text(text)
+        self.echo(text, True)
+        task = asyncio.get_running_loop().create_task(self._queue_card(text, embed))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _queue_card(self, text: str, embed: dict[str, Any]) -> None:
+        try:
+            await self.send(embeds=[embed], kind="alert")
+        except (StoreError, InvalidMessageError) as exc:
+            log.warning("a card could not be queued for Discord (%s): %s", exc, clip(text, 200))
 
     async def _queue_alert(self, text: str) -> None:
         try:

@@ -69,6 +69,7 @@ from harness.runtime.watch import (
     CONTROL_EVERY_S,
     PROGRESS_EVERY_S,
     TAIL_EVERY_S,
+    CardFn,
     Job,
     NotifyFn,
     Watch,
@@ -118,6 +119,7 @@ class Supervisor:
         runs_dir: Path,
         *,
         notify: NotifyFn | None = None,
+        cards: CardFn | None = None,
         gpu: GpuProbe | None = None,
         guard: GuardConfig | None = None,
         say: Say | None = None,
@@ -125,6 +127,7 @@ class Supervisor:
         self.store = store
         self.runs_dir = Path(runs_dir)
         self.notify: NotifyFn = notify or (lambda text, alert: None)
+        self.cards = cards  # alerts with an embed (a diagnosis card); None: their text
         self.guard = guard or GuardConfig()
         self._say: Say = say or say_stderr
         self._gpu = gpu
@@ -308,6 +311,7 @@ class Supervisor:
             store=self.store,
             guard=self.guard,
             notify=self.notify,
+            cards=self.cards,
             gpu=self._gpu_probe,
             now=loop.time(),
         )

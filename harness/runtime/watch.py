@@ -66,7 +66,7 @@ from harness.runtime.records import (
 from harness.runtime.tail import MetricsTail, TailBatch
 from memory import Run, Store, clean_text
 
-__all__ = ["CONTROL_EVERY_S", "PROGRESS_EVERY_S", "TAIL_EVERY_S", "Job", "Watch"]
+__all__ = ["CONTROL_EVERY_S", "PROGRESS_EVERY_S", "TAIL_EVERY_S", "CardFn", "Job", "Watch"]
 
 log = logging.getLogger("harness.supervisor")
 
@@ -75,6 +75,7 @@ CONTROL_EVERY_S = 0.5
 PROGRESS_EVERY_S = 2.0
 STDERR_TAIL_BYTES = 4096
 NotifyFn = Callable[[str, bool], None]
+CardFn = Callable[[str, dict[str, Any]], None]  # (text for the terminal, Discord embed)
 
 
 @dataclass
@@ -134,6 +135,7 @@ class Watch:
         store: Store,
         guard: GuardConfig,
         notify: NotifyFn,
+        cards: CardFn | None = None,
         gpu: Callable[[], Awaitable[GpuProbe]],
         now: float,
     ) -> None:
@@ -141,6 +143,7 @@ class Watch:
         self.store = store
         self.guard = guard
         self.notify = notify
+        self.cards = cards  # where an alert with an embed goes (the daemon: Discord)
         self._gpu = gpu
         mono_start = now - max(time.time() - job.started_wall, 0.0)
         self.machine = RunMachine(job.spec, started_at=mono_start)
@@ -374,7 +377,10 @@ class Watch:
             submit_incident(job.writer, store, job.run_id, act.finding, act.severity, act.action)
         elif isinstance(act, Notify):
             try:
-                self.notify(f"{act.text} [{job.run_id}]", act.alert)
+                if act.embed is not None and self.cards is not None:
+                    self.cards(f"{act.text} [{job.run_id}]", dict(act.embed))
+                else:
+                    self.notify(f"{act.text} [{job.run_id}]", act.alert)
             except Exception as exc:  # a broken channel must not stop the actions after it
                 log.error("notify for %s: %s", job.run_id, describe_error(exc))
         elif isinstance(act, Terminate):

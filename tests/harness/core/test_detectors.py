@@ -239,6 +239,10 @@ def test_a_warn_policy_alerts_with_the_card_and_shows_in_the_heartbeat() -> None
     (alert,) = [a for a in acts if isinstance(a, Notify)]
     assert alert.alert and "diagnosis: the loss diverged at step" in alert.text
     assert "cause: lr_change (90%): set lr back to 0.001" in alert.text and "M-049" in alert.text
+    assert alert.embed is not None  # the card, for Discord
+    assert alert.embed["title"].startswith("live: the loss diverged at step")
+    assert alert.embed["fields"][0]["name"] == "1) lr_change (90%)"
+    assert alert.embed["color"] == 0xE74C3C and "see M-049" in alert.embed["description"]
     snap = m.progress.snapshot()
     assert snap["diagnosis"] and snap["diagnosis"][0].startswith("the loss diverged at step")
     row = Run(
