@@ -130,6 +130,7 @@ class Context:
     """What the causes are read from: changes, checkpoints, the lr, the run's extent."""
 
     changes: deque[Change] = field(default_factory=lambda: deque(maxlen=CONTEXT_KEEP))
+    # (step, path, lr in effect then): where a rollback can resume from, and with what lr
     checkpoints: deque[tuple[int, str, float | None]] = field(
         default_factory=lambda: deque(maxlen=CONTEXT_KEEP)
     )
@@ -438,7 +439,7 @@ class Detectors:
             step = _count(rec.get("step"))
             path = rec.get("path")
             if step is not None and isinstance(path, str):
-                ctx.checkpoints.append((step, path[:4096], t))
+                ctx.checkpoints.append((step, path[:4096], ctx.lr_last))
         elif event == "controls" and isinstance(rec.get("applied"), Mapping):
             applied = rec["applied"]
             for key, value in list(applied.items())[:32]:

@@ -56,6 +56,7 @@ __all__ = [
     "ProbeSample",
     "Queued",
     "RecordIncident",
+    "Relaunch",
     "RunMachine",
     "SupervisionLost",
     "Terminate",
@@ -163,6 +164,7 @@ Event = (
 @dataclass(frozen=True)
 class Terminate:
     reason: str
+    restart: bool = False  # a rollback: the job is stopped to be started again (Relaunch)
 
 
 @dataclass(frozen=True)
@@ -181,13 +183,22 @@ class Notify:
 
 
 @dataclass(frozen=True)
+class Relaunch:
+    """Start the job again, resumed from ``checkpoint``, with these controls written first."""
+
+    checkpoint: str
+    controls: Mapping[str, Any]
+    attempt: int
+
+
+@dataclass(frozen=True)
 class Finish:
     status: str
     summary: str
     result: dict[str, Any]
 
 
-Action = Terminate | RecordIncident | Notify | Finish
+Action = Terminate | RecordIncident | Notify | Finish | Relaunch
 
 
 # -- the machine ------------------------------------------------------------------------
@@ -227,6 +238,7 @@ class Progress:
     queued: dict[str, Any] | None = None
     where: str = ""
     diagnosis: list[str] = field(default_factory=list)  # the live findings' headlines
+    attempts: list[dict[str, Any]] = field(default_factory=list)  # the rollbacks so far
 
     def rate(self) -> float | None:
         """Steps per second over the recent step lines."""
@@ -269,6 +281,7 @@ class Progress:
             "queued": dict(self.queued) if self.queued is not None else None,
             "where": self.where,
             "diagnosis": list(self.diagnosis),
+            "attempts": [dict(a) for a in self.attempts],
         }
 
 
@@ -291,6 +304,8 @@ class RunMachine:
         self._bad_files: set[str] = set()  # what was found in place of metrics.jsonl
         # the live diagnosis (DESIGN section 12): the same detectors as `harness diagnose`
         self.detectors = Detectors(gated_up=gated_up(spec.gates))
+        self.rollbacks = 0
+        self._restart: Relaunch | None = None  # decided; carried out once the job is gone
         self.waiting = False  # queued by a scheduler: nothing is judged until it begins
 
     @property
@@ -429,7 +444,9 @@ class RunMachine:
             self.progress.diagnosis.append(clip(view.headline, 200))
             level: Literal["warn", "abort"] = "abort" if policy == "abort" else "warn"
             finding = Finding(s.symptom, level, view.headline, {"diagnosis": view.to_json()})
-            if policy == "abort":
+            if policy == "rollback":
+                actions += self._rollback(s, view, finding)
+            elif policy == "abort":
                 actions += self._abort(finding)
             else:
                 actions += [
@@ -441,6 +458,53 @@ class RunMachine:
                     ),
                 ]
         return actions
+
+    def _rollback(self, s: Symptom, view: FindingView, finding: Finding) -> list[Action]:
+        """Stop the job to resume it from the last checkpoint before the onset, lr scaled;
+        an abort when there is no such checkpoint or the rollbacks are used up."""
+        cfg = self.spec.diagnose.rollback
+        onset = s.step if s.step is not None else (self.progress.step or 0)
+        before = [c for c in self.detectors.context.checkpoints if c[0] < onset]
+        if not before or self.rollbacks >= cfg.max:
+            why = "no checkpoint before the onset" if not before else f"{cfg.max} rollback(s) used"
+            stop = Finding(
+                s.symptom,
+                "abort",
+                f"{view.headline}; not rolled back: {why}",
+                dict(finding.evidence),
+            )
+            return self._abort(stop)
+        step, path, lr = before[-1]
+        self.rollbacks += 1
+        controls: dict[str, Any] = {}
+        shown = ""
+        if lr is not None:
+            controls["lr"] = lr * cfg.lr_factor
+            shown = f" with lr {controls['lr']:.3g} ({cfg.lr_factor:g} x {lr:.3g})"
+        attempt = f"rollback {self.rollbacks} of {cfg.max}"
+        summary = (
+            f"{view.headline}; rolling back to the checkpoint at step {step}{shown} ({attempt})"
+        )
+        self._restart = Relaunch(path, controls, self.rollbacks)
+        self.status = "restarting"
+        self.progress.attempts.append(
+            {
+                "rollback": self.rollbacks,
+                "symptom": s.symptom,
+                "onset": s.step,
+                "checkpoint": path,
+                "checkpoint_step": step,
+                **controls,
+            }
+        )
+        evidence = {**finding.evidence, "checkpoint": path, "checkpoint_step": step, **controls}
+        return [
+            RecordIncident(Finding(s.symptom, "warn", summary, evidence), "warn", attempt),
+            Notify(
+                f"{self.spec.name}: {summary}", alert=True, embed=card_embed(self.spec.name, view)
+            ),
+            Terminate(summary, restart=True),
+        ]
 
     def _on_began(self, ev: Began) -> list[Action]:
         """The job left the queue (again, after a requeue): its clocks start now."""
@@ -510,8 +574,9 @@ class RunMachine:
         ]
 
     def _abort(self, finding: Finding, *, severity: str = "abort") -> list[Action]:
-        if self.status != "running":
+        if self.status not in ("running", "restarting"):
             return []
+        self._restart = None  # an abort while a rollback stops the job: it stays stopped
         self.status = "aborting"
         self.abort_reason = finding.summary
         return [
@@ -522,6 +587,14 @@ class RunMachine:
 
     def _on_exit(self, ev: Exited) -> list[Action]:
         p = self.progress
+        if self.status == "restarting" and self._restart is not None:
+            restart, self._restart = self._restart, None
+            self.status = "running"  # the same run, its job started again
+            self.started_at = ev.t
+            self.util = UtilWatch(self.spec.device, self.cfg, started_at=ev.t)
+            self.detectors = Detectors(gated_up=gated_up(self.spec.gates))
+            p.last_line_at, p.ended = ev.t, False
+            return [restart]
         final = {**p.metrics, **{k: v for k, v in p.final.items()}}
         self.detectors.close()
         result: dict[str, Any] = {"exit_code": ev.code, "final": final}

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from types import NoneType, UnionType
 from typing import Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from harness.core.overrides import TYPED_SPEC_KEYS
 from harness.core.values import toml_value
@@ -33,6 +33,7 @@ __all__ = [
     "SLURM_STATES",
     "DiagnoseConfig",
     "Gate",
+    "RollbackConfig",
     "RunSpec",
     "SlurmConfig",
     "SpecError",
@@ -216,7 +217,14 @@ class SlurmConfig(_Strict):
 
 
 #: what the supervisor does when the live diagnosis finds a symptom (``[diagnose]``)
-Policy = Literal["off", "warn", "abort"]
+Policy = Literal["off", "warn", "abort", "rollback"]
+
+
+class RollbackConfig(_Strict):
+    """``[diagnose.rollback]``: restart from the last checkpoint before the onset."""
+
+    lr_factor: float = Field(0.5, gt=0.0, le=1.0)  # the lr at that checkpoint, times this
+    max: int = Field(2, ge=0, le=20)  # rollbacks per run; then the symptom aborts the run
 
 
 class DiagnoseConfig(_Strict):
@@ -237,6 +245,10 @@ class DiagnoseConfig(_Strict):
     overfitting: Policy = "warn"
     degenerate_metric: Policy = "warn"
     throughput_drop: Policy = "warn"
+    rollback: RollbackConfig = Field(default_factory=RollbackConfig)
+
+    def policies(self) -> dict[str, str]:
+        return {k: v for k, v in self.model_dump().items() if isinstance(v, str)}
 
 
 class RunSpec(_Strict):
@@ -253,6 +265,9 @@ class RunSpec(_Strict):
     torchrun: TorchrunConfig = Field(default_factory=TorchrunConfig)
     slurm: SlurmConfig = Field(default_factory=SlurmConfig)
     diagnose: DiagnoseConfig = Field(default_factory=DiagnoseConfig)
+    # how the command resumes from a checkpoint: appended to it, "{checkpoint}" replaced by
+    # the checkpoint's path (a rollback needs it)
+    resume: list[str] = Field(default_factory=list)
     gates: dict[str, str] = Field(default_factory=dict)
     controls: dict[str, Any] = Field(default_factory=dict)
     key_metric: str | None = None  # shown with a sparkline in heartbeats; default: first gate
@@ -265,6 +280,17 @@ class RunSpec(_Strict):
                 "must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
             )
         return v
+
+    @model_validator(mode="after")
+    def _rollback_can_resume(self) -> RunSpec:
+        rolling = [k for k, v in self.diagnose.policies().items() if v == "rollback"]
+        if rolling and not any("{checkpoint}" in word for word in self.resume):
+            raise ValueError(
+                f"diagnose.{rolling[0]} = 'rollback' needs resume, the arguments that resume "
+                "the command from a checkpoint, with {checkpoint} in them (for example "
+                'resume = ["--resume", "{checkpoint}"])'
+            )
+        return self
 
     @field_validator("device")
     @classmethod

@@ -137,9 +137,9 @@ def progress_fields(machine: RunMachine, *, at: float) -> dict[str, Any]:
     return {
         "progress": machine.progress.snapshot(),
         "progress_at": at,
-        "status": "aborting"
-        if machine.status == "aborting"
-        else ("queued" if machine.waiting else "running"),
+        "status": {"aborting": "aborting", "restarting": "starting"}.get(
+            machine.status, "queued" if machine.waiting else "running"
+        ),
     }
 
 

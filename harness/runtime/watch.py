@@ -42,6 +42,7 @@ from harness.core.machine import (
     ProbeSample,
     Queued,
     RecordIncident,
+    Relaunch,
     RunMachine,
     SupervisionLost,
     Terminate,
@@ -51,18 +52,22 @@ from harness.core.rules import Finding
 from harness.core.spec import RunSpec
 from harness.job.protocol import METRICS_FILE, STDERR_FILE
 from harness.runtime import procs
+from harness.runtime.controls import update_controls
 from harness.runtime.guard import GuardConfig, Outcome, RunWriter, describe_error, settled
-from harness.runtime.launchers import JobHandle
+from harness.runtime.launchers import JobHandle, launcher_for
 from harness.runtime.launchers.slurm import WAITING, SchedulerView
+from harness.runtime.preflight import run_env
 from harness.runtime.probes import CpuProbe, GpuProbe, NodeProbe, read_ram
 from harness.runtime.records import (
     final_row,
+    mark_started,
     progress_fields,
     read_abort,
     set_fields,
     submit_finish,
     submit_incident,
 )
+from harness.runtime.specs import resolve_command
 from harness.runtime.tail import MetricsTail, TailBatch
 from memory import Run, Store, clean_text
 
@@ -364,6 +369,47 @@ class Watch:
 
     # -- actions --------------------------------------------------------------------------
 
+    async def _relaunch(self, act: Relaunch) -> None:
+        """A rollback: the controls written, the job started again from the checkpoint.
+
+        The old job is gone (the machine decided this on its exit). A start that fails
+        ends the run as a job that could not start would.
+        """
+        job = self.job
+        spec = job.spec
+        if job.terminating is not None:
+            with contextlib.suppress(Exception):
+                await job.terminating
+            job.terminating = None
+        try:
+            if act.controls:
+                await asyncio.to_thread(update_controls, job.run_dir, dict(act.controls))
+            argv = resume_command(spec, job.run_dir, act.checkpoint)
+            launcher = launcher_for(spec.launcher, torchrun=spec.torchrun, slurm=spec.slurm)
+            env = run_env(job.run_dir, job.run_id, spec.env)
+            env["HARNESS_SAMPLE_EVERY_S"] = f"{spec.watch.sample_every_s:g}"
+            cwd = Path(spec.cwd) if spec.cwd else Path.cwd()
+            handle = await asyncio.to_thread(
+                launcher.start, argv, run_id=job.run_id, run_dir=job.run_dir, cwd=cwd, env=env
+            )
+        except Exception as exc:  # the job cannot start again: the run ends failed
+            error = describe_error(exc)
+            now = asyncio.get_running_loop().time()
+            self._state.acts += self.machine.handle(
+                Exited(now, 127, f"harness: the rollback could not start the job: {error}")
+            )
+            return
+        job.handle = handle
+        self._cpu = CpuProbe(handle.processes)
+        started = time.time()
+        rec = handle.record
+        fn = partial(mark_started, self.store, job.run_id, rec, started, local=not launcher.remote)
+        job.writer.submit("mark the job started again", fn, {"pid": rec.pid})
+        self.notify(
+            f"{spec.name}: resumed from {act.checkpoint} (rollback {act.attempt}) [{job.run_id}]",
+            False,
+        )
+
     async def _carry_out(self) -> Run | None:
         """Execute the decided actions in order; one that raises is dropped, not retried."""
         acts, final = self._state.acts, None
@@ -384,9 +430,9 @@ class Watch:
             except Exception as exc:  # a broken channel must not stop the actions after it
                 log.error("notify for %s: %s", job.run_id, describe_error(exc))
         elif isinstance(act, Terminate):
-            fields = {"status": "aborting"}
+            fields = {"status": "starting" if act.restart else "aborting"}
             job.writer.submit(
-                "mark the run aborting", partial(set_fields, store, job.run_id, fields), fields
+                "mark the run stopping", partial(set_fields, store, job.run_id, fields), fields
             )
             if job.terminating is None:
                 w = job.spec.watch
@@ -395,6 +441,8 @@ class Watch:
                         job.handle.terminate, int_grace=w.int_grace_s, term_grace=w.term_grace_s
                     )
                 )
+        elif isinstance(act, Relaunch):
+            await self._relaunch(act)
         elif isinstance(act, Finish):
             result = {**act.result, "progress": self.machine.progress.snapshot()}
             code = act.result.get("exit_code")
@@ -407,6 +455,12 @@ class Watch:
                 row = final_row(job.row, act.status, act.summary, result, code)
             return row
         return None
+
+
+def resume_command(spec: RunSpec, run_dir: Path, checkpoint: str) -> list[str]:
+    """The spec's command with its ``resume`` arguments, ``{checkpoint}`` replaced."""
+    argv = resolve_command(spec.command, run_dir=run_dir, args=spec.args)
+    return [*argv, *(w.replace("{checkpoint}", checkpoint) for w in spec.resume)]
 
 
 def _from_nodes(nodes: NodeProbe, now: float) -> ProbeSample:

@@ -91,3 +91,62 @@ async def test_a_data_mix_change_is_diagnosed_live_as_a_collapse_from_the_data_c
     symptoms = {f["symptom"]: f for f in report["findings"]}
     assert symptoms["metric_collapse"]["causes"][0]["cause"] == "data_change"
     assert (row.result or {})["diagnosis"]["verdict"] == "unhealthy"
+
+
+@pytest.mark.timeout(300)  # two trainer starts and 300 steps on 2 CPU cores
+async def test_an_lr_raised_tenfold_is_rolled_back_from_its_checkpoint_and_then_succeeds(
+    sup: Supervisor,
+    store: Store,
+    notes: Notes,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HARNESS_DATA_DIR", str(tmp_path / "data"))
+    spec, _ = load_spec("echo")
+    watch = [f"watch.{k}={v}" for k, v in FAST_WATCH.items() if k != "util_grace_s"]
+    spec = apply_overrides(
+        spec,
+        [
+            *watch,
+            "watch.util_grace_s=600",
+            "args.steps=300",
+            "args.batch=128",
+            "args.lr=0.01",
+            "args.threads=2",
+            "args.eval_every=25",
+            "args.log_every=5",
+            "args.checkpoint_every=50",
+            "diagnose.divergence=rollback",
+            "diagnose.metric_collapse=rollback",
+            "diagnose.grad_explosion=warn",
+        ],
+    )
+    run_id = await sup.launch(spec, source="test")
+    run_dir = Path(get_run(store, run_id).run_dir)
+    await await_for(lambda: steps(run_dir / "metrics.jsonl") >= 120, 90, "120 steps trained")
+    # as `harness controls set RUN lr=0.1` does: ten times the lr
+    update_controls(run_dir, {"lr": 0.1})
+    row = await finish(sup, run_id, timeout=200)
+    assert row.status == "succeeded", (row.summary, [i.summary for i in _incidents(store, run_id)])
+    assert "avg_bit_acc" in row.summary and "pass" in row.summary
+    attempts = (row.progress or {}).get("attempts") or []
+    assert len(attempts) == 1, attempts
+    rollback = attempts[0]
+    assert rollback["checkpoint_step"] <= 120 and rollback["lr"] == pytest.approx(0.005)
+    (incident,) = [
+        i for i in _incidents(store, run_id) if "rolling back to the checkpoint" in i.summary
+    ]
+    assert incident.rule in ("divergence", "metric_collapse") and incident.severity == "warn"
+    assert any("resumed from" in t for t in notes.texts())
+    assert json.loads((run_dir / "controls.json").read_text())["lr"] == pytest.approx(0.005)
+    starts = [
+        json.loads(x)
+        for x in (run_dir / "metrics.jsonl").read_text().splitlines()
+        if '"start"' in x
+    ]
+    assert len(starts) == 2 and starts[1]["resumed_from"] == rollback["checkpoint_step"]
+
+
+def _incidents(store: Store, run_id: str) -> list[ml.Incident]:
+    with store.read() as s:
+        return ml.list_incidents(session=s, run_id=run_id)
