@@ -37,6 +37,11 @@ def run_summary(run: Run, *, incidents: int = 0, now: float) -> tuple[str, str]:
     if p.get("step") is None and not p.get("queued"):
         parts.insert(0, run.status)
     parts.append(f"incidents {incidents}")
+    attempts = p.get("attempts") or []
+    if attempts:  # rollbacks: the run is on its attempts + 1'th start
+        parts.append(
+            f"rolled back {len(attempts)}x (last to step {attempts[-1].get('checkpoint_step')})"
+        )
     found = [d for d in p.get("diagnosis") or [] if isinstance(d, str)]
     if found:  # the live diagnosis: the latest finding, and how many there are
         more = f" (+{len(found) - 1} more: harness diagnose {run.id})" if len(found) > 1 else ""

@@ -268,3 +268,69 @@ def test_an_off_policy_says_nothing_live_but_the_final_diagnosis_keeps_it() -> N
     assert finish.status == "succeeded"
     assert finish.result["diagnosis"]["verdict"] == "unhealthy"
     assert {f["symptom"] for f in finish.result["diagnosis"]["findings"]} >= {"divergence"}
+
+
+def _rolling(**extra: Any) -> Any:
+    from harness.core.machine import RunMachine
+    from harness.core.spec import RunSpec
+
+    spec = RunSpec.model_validate(
+        {
+            "name": "live",
+            "command": ["x"],
+            "device": "cpu",
+            "resume": ["--resume", "{checkpoint}"],
+            "diagnose": {"divergence": "rollback", "grad_explosion": "off", **extra},
+            "watch": {"stall_s": 1e6, "util_grace_s": 1e6},
+        }
+    )
+    return RunMachine(spec, started_at=0.0)
+
+
+def _with_checkpoint(records: list[dict[str, Any]], step: int) -> list[dict[str, Any]]:
+    i = next(i for i, r in enumerate(records) if r.get("step") == step)
+    ckpt = {"event": "checkpoint", "path": f"/c/step-{step}.pt", "step": step, "t": step * 0.1}
+    return [*records[: i + 1], ckpt, *records[i + 1 :]]
+
+
+def test_a_rollback_stops_the_job_and_starts_it_from_the_checkpoint_before_the_onset() -> None:
+    from harness.core.machine import Exited, MetricLines, RecordIncident, Relaunch, Terminate
+
+    m = _rolling()
+    acts = m.handle(MetricLines(60.0, _with_checkpoint(_lr_raised(), 350)))
+    (stop,) = [a for a in acts if isinstance(a, Terminate)]
+    assert stop.restart and m.status == "restarting"
+    (incident,) = [a for a in acts if isinstance(a, RecordIncident)]
+    assert "rolling back to the checkpoint at step 350 with lr 0.0005" in incident.finding.summary
+    assert incident.action == "rollback 1 of 2"
+    assert m.handle(Exited(61.0, 0)) == [Relaunch("/c/step-350.pt", {"lr": 0.0005}, 1)]
+    assert m.status == "running" and m.progress.snapshot()["attempts"][0]["checkpoint_step"] == 350
+
+
+def test_no_checkpoint_or_no_rollback_left_is_an_abort_and_an_abort_wins_over_a_restart() -> None:
+    from harness.core.machine import AbortRequested, Exited, Finish, MetricLines
+
+    m = _rolling()
+    m.handle(MetricLines(60.0, _lr_raised()))  # no checkpoint event at all
+    assert m.status == "aborting" and "not rolled back: no checkpoint" in (m.abort_reason or "")
+    m = _rolling(rollback={"max": 0})
+    m.handle(MetricLines(60.0, _with_checkpoint(_lr_raised(), 350)))
+    assert m.status == "aborting" and "0 rollback(s) used" in (m.abort_reason or "")
+    m = _rolling()
+    m.handle(MetricLines(60.0, _with_checkpoint(_lr_raised(), 350)))
+    assert m.status == "restarting"
+    m.handle(AbortRequested(60.5, "stop it", "test"))
+    (finish,) = [a for a in m.handle(Exited(61.0, 0)) if isinstance(a, Finish)]
+    assert finish.status == "aborted"  # the user's abort: the job is not started again
+
+
+def test_a_rollback_needs_a_way_to_resume() -> None:
+    import pytest
+
+    from harness.core.spec import RunSpec, SpecError, spec_from_mapping
+
+    data = {"name": "x", "command": ["p"], "diagnose": {"divergence": "rollback"}}
+    with pytest.raises(SpecError, match=r"needs resume, the arguments that resume the command"):
+        spec_from_mapping(data, source="s.toml")
+    ok = RunSpec.model_validate({**data, "resume": ["--resume", "{checkpoint}"]})
+    assert ok.diagnose.rollback.lr_factor == 0.5 and ok.diagnose.rollback.max == 2
