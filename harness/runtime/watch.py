@@ -401,6 +401,7 @@ class Watch:
             return
         job.handle = handle
         self._cpu = CpuProbe(handle.processes)
+        self._began = False  # a scheduler's new job waits in the queue first
         started = time.time()
         rec = handle.record
         fn = partial(mark_started, self.store, job.run_id, rec, started, local=not launcher.remote)
