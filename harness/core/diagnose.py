@@ -21,6 +21,8 @@ __all__ = [
     "CauseView",
     "Diagnosis",
     "FindingView",
+    "card",
+    "card_embed",
     "diagnose",
     "explain",
     "gated_up",
@@ -410,3 +412,38 @@ def diagnose(found: Detectors | Iterable[Symptom], context: Context | None = Non
         key=lambda f: (order.get(f.severity, 3), f.step if f.step is not None else 0),
     )
     return Diagnosis(tuple(views), _quick_wins(views), ctx.lines)
+
+
+def card(view: FindingView) -> str:
+    """The diagnosis of one finding as an alert: the headline, the evidence, the top cause."""
+    lines = [f"diagnosis: {view.headline}"]
+    lines += [f"- {e}" for e in view.evidence[:2]]
+    if view.causes:
+        top = view.causes[0]
+        lines.append(f"cause: {top.cause} ({top.confidence:.0%}): {top.fix}")
+        lines += [f"- {e}" for e in top.evidence[:2]]
+    if view.mistakes:
+        lines.append(f"see {', '.join(view.mistakes)} (harness mistakes show ID)")
+    return "\n".join(lines)
+
+
+_CARD_COLOUR = {"critical": 0xE74C3C, "warn": 0xE67E22, "info": 0x95A5A6}
+
+
+def card_embed(name: str, view: FindingView) -> dict[str, Any]:
+    """The card as a Discord embed: the finding, its evidence, its ranked causes."""
+    causes = [
+        {
+            "name": f"{c.rank}) {c.cause} ({c.confidence:.0%})"[:256],
+            "value": (c.fix + "".join(f"\n- {e}" for e in c.evidence[:2]))[:1024],
+            "inline": False,
+        }
+        for c in view.causes[:3]
+    ]
+    mistakes = f"\nsee {', '.join(view.mistakes)}" if view.mistakes else ""
+    return {
+        "title": f"{name}: {view.headline}"[:256],
+        "description": ("\n".join(f"- {e}" for e in view.evidence[:3]) + mistakes)[:4096],
+        "color": _CARD_COLOUR.get(view.severity, 0xE67E22),
+        "fields": causes,
+    }

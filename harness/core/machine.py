@@ -25,7 +25,7 @@ from typing import Any, Literal, TypeGuard
 
 from harness.core.detectors import Detectors, Symptom
 from harness.core.devices import GpuReading
-from harness.core.diagnose import FindingView, diagnose, explain, gated_up
+from harness.core.diagnose import FindingView, card, card_embed, diagnose, explain, gated_up
 from harness.core.format import exit_status
 from harness.core.rules import (
     Finding,
@@ -61,8 +61,6 @@ __all__ = [
     "SupervisionLost",
     "Terminate",
     "Tick",
-    "card",
-    "card_embed",
 ]
 
 _HISTORY = 60  # points kept for trends and sparklines
@@ -662,41 +660,6 @@ class RunMachine:
             for r in failed
         ]
         return [*actions, Finish("failed", summary, result), Notify(f"{self.spec.name}: {summary}")]
-
-
-def card(view: FindingView) -> str:
-    """The diagnosis of one finding as an alert: the headline, the evidence, the top cause."""
-    lines = [f"diagnosis: {view.headline}"]
-    lines += [f"- {e}" for e in view.evidence[:2]]
-    if view.causes:
-        top = view.causes[0]
-        lines.append(f"cause: {top.cause} ({top.confidence:.0%}): {top.fix}")
-        lines += [f"- {e}" for e in top.evidence[:2]]
-    if view.mistakes:
-        lines.append(f"see {', '.join(view.mistakes)} (harness mistakes show ID)")
-    return "\n".join(lines)
-
-
-_CARD_COLOUR = {"critical": 0xE74C3C, "warn": 0xE67E22, "info": 0x95A5A6}
-
-
-def card_embed(name: str, view: FindingView) -> dict[str, Any]:
-    """The card as a Discord embed: the finding, its evidence, its ranked causes."""
-    causes = [
-        {
-            "name": f"{c.rank}) {c.cause} ({c.confidence:.0%})"[:256],
-            "value": (c.fix + "".join(f"\n- {e}" for e in c.evidence[:2]))[:1024],
-            "inline": False,
-        }
-        for c in view.causes[:3]
-    ]
-    mistakes = f"\nsee {', '.join(view.mistakes)}" if view.mistakes else ""
-    return {
-        "title": f"{name}: {view.headline}"[:256],
-        "description": ("\n".join(f"- {e}" for e in view.evidence[:3]) + mistakes)[:4096],
-        "color": _CARD_COLOUR.get(view.severity, 0xE67E22),
-        "fields": causes,
-    }
 
 
 def _is_count(v: Any) -> TypeGuard[int]:
