@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sqlalchemy import JSON, Column
+from sqlalchemy import JSON, Column, func
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from ._text import clean_text
@@ -98,10 +98,9 @@ def find_run(*, session: Session, ref: str) -> Run:
     exact = session.get(Run, ref)
     if exact is not None:
         return exact
-    escaped = ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    matches = session.exec(
-        select(Run).where(col(Run.id).like(f"{escaped}%", escape="\\")).limit(3)
-    ).all()
+    # a prefix compared as it is (LIKE would ignore case: "L" would find "live-1")
+    prefix = func.substr(col(Run.id), 1, len(ref))
+    matches = session.exec(select(Run).where(prefix == ref).limit(3)).all()
     if len(matches) == 1:
         return matches[0]
     if not matches:

@@ -90,3 +90,18 @@ def test_processes_opening_a_fresh_database_at_once_all_succeed(tmp_path: Path) 
         for p in procs:
             p.join(timeout=30)
     assert outcomes == ["ok"] * 120, [o for o in outcomes if o != "ok"]
+
+
+def test_a_run_prefix_is_matched_as_written_case_and_wildcards_included(tmp_path: Path) -> None:
+    """Found by the API fuzz test: LIKE ignores case, so "L" found "live-1"."""
+    import mistakes as ml
+    from memory import Run, RunNotFoundError, find_run
+
+    with ml.open_log(tmp_path / "h.db") as store:
+        with store.write() as s:
+            s.add(Run(id="live-1", name="live", spec={}, status="running", run_dir="/x"))
+        with store.read() as s:
+            assert find_run(session=s, ref="liv").id == "live-1"
+            for ref in ("L", "LIVE", "l_ve", "li%", "liv%"):
+                with pytest.raises(RunNotFoundError):
+                    find_run(session=s, ref=ref)
