@@ -63,7 +63,7 @@ RULE_LINKS: dict[str, tuple[str, ...]] = {
     "scheduler_cancelled": (),
     # the run dir must be on a filesystem the job's nodes see
     "shared_fs": ("M-048",),
-    # the diagnosis of training dynamics (harness.core.diagnose.SYMPTOM_MISTAKES)
+    # the symptoms of the diagnosis of training dynamics (harness.core.detectors)
     "loss_spike": ("M-049",),
     "divergence": ("M-049",),
     "no_progress": ("M-029",),

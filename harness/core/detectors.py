@@ -141,8 +141,6 @@ class Context:
     lines: int = 0
     step: int | None = None
     loss_start: float | None = None
-    loss_best: float | None = None
-    train_evals: int = 0  # eval lines seen (the size of the evaluation history)
     nonfinite_lines: int = 0  # lines with a non-finite loss or gradient
     grad_isolated: bool | None = None  # the line after the first explosion was back to normal
 
@@ -176,10 +174,6 @@ class _Window:
         self.values.append(x)
         self.sum += x
         self.sq += x * x
-
-    @property
-    def n(self) -> int:
-        return len(self.values)
 
     def mean(self) -> float:
         return self.sum / len(self.values)
@@ -325,7 +319,6 @@ class Detectors:
         self._gap(t, step, out)
         ctx.step = step
         loss = grad = None
-        evals = False
         keys = tuple(rec)
         plan = self._plans.get(keys)
         if plan is None:  # the metrics this shape of line holds, decided once per shape
@@ -348,10 +341,8 @@ class Detectors:
             elif kind == "lr":
                 self._on_lr(value)
             elif kind == "eval_loss":
-                evals = True
                 self._on_eval_loss(key, value, step, t, out)
             elif kind == "acc":
-                evals = True
                 self._on_accuracy(key, value, step, t, out)
             elif kind == "rate":
                 self._on_rate(key, value, step, t, out)
@@ -371,8 +362,6 @@ class Detectors:
             else:
                 c.varied = c.varied or c.last is not None
                 c.streak.length, c.last = 0, grad
-        if evals:
-            ctx.train_evals += 1
         return self._new(out) if out else out
 
     def _kind(self, key: str) -> str:
@@ -494,8 +483,6 @@ class Detectors:
             self._first.append(x)
             ctx.loss_start = sum(self._first) / len(self._first)
         self._ema = x if self._ema is None else self._ema + EMA_ALPHA * (x - self._ema)
-        if self._loss_lines > 5 and (ctx.loss_best is None or self._ema < ctx.loss_best):
-            ctx.loss_best = self._ema
         self._level.add(x)
         self._spikes(x, step, t, out)
         if "divergence" not in self.found:

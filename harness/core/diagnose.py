@@ -13,8 +13,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from harness.core.detectors import Change, Context, Detectors, Symptom
+from harness.core.detectors import SYMPTOMS, Change, Context, Detectors, Symptom
 from harness.core.spec import parse_gate
+from mistakes import RULE_LINKS
 
 __all__ = [
     "SYMPTOM_MISTAKES",
@@ -28,20 +29,9 @@ __all__ = [
     "gated_up",
 ]
 
-#: the catalogue's mistakes each symptom is a case of (the user's own ids where they match)
-SYMPTOM_MISTAKES: dict[str, tuple[str, ...]] = {
-    "nonfinite": ("M-045",),
-    "loss_spike": ("M-049",),
-    "divergence": ("M-049",),
-    "no_progress": ("M-029",),
-    "grad_explosion": ("M-001", "M-049"),
-    "vanishing_gradient": ("M-032",),
-    "metric_collapse": ("M-039", "M-018"),
-    "overfitting": ("M-007", "M-019"),
-    "degenerate_metric": ("M-031", "M-007"),
-    "throughput_drop": (),  # no mistake of the catalogue is about a slowing job
-    "stall": ("M-037",),
-}
+#: the catalogue's mistakes each symptom is a case of: the rules' links (one table,
+#: ``mistakes.RULE_LINKS``, which also links the incidents a live finding records)
+SYMPTOM_MISTAKES: dict[str, tuple[str, ...]] = {s: RULE_LINKS.get(s, ()) for s in SYMPTOMS}
 
 _WHAT = {
     "nonfinite": "a non-finite loss or gradient",

@@ -19,7 +19,7 @@ from sqlmodel import col, select
 import mistakes as ml
 from harness.core.spec import RunSpec
 from harness.runtime import cgroups, procs
-from harness.runtime.launchers import launcher_for
+from harness.runtime.launchers import launcher_of
 from harness.runtime.wrap import read_exit
 from memory import ACTIVE, TERMINAL, Run, Store
 
@@ -77,7 +77,7 @@ def _job_alive(row: Run, rec: procs.ProcRecord) -> bool:
         spec = RunSpec.model_validate(row.spec)
     except ValueError:  # a spec this version cannot read: a local job, by its process
         return procs.is_ours(rec)
-    launcher = launcher_for(spec.launcher, torchrun=spec.torchrun, slurm=spec.slurm)
+    launcher = launcher_of(spec)
     return launcher.alive(rec, Path(row.run_dir))
 
 
@@ -99,7 +99,7 @@ def abort_unsupervised(store: Store, run_id: str, reason: str) -> Run | None:
     if row.pid is not None and row.create_time is not None:
         spec = RunSpec.model_validate(row.spec)
         rec = procs.ProcRecord(row.pid, row.create_time, row.id)
-        launcher = launcher_for(spec.launcher, torchrun=spec.torchrun, slurm=spec.slurm)
+        launcher = launcher_of(spec)
         handle = launcher.adopt(rec, Path(row.run_dir))
         handle.terminate(int_grace=spec.watch.int_grace_s, term_grace=spec.watch.term_grace_s)
     with store.write() as s:

@@ -31,7 +31,15 @@ from harness.runtime.probes import GpuProbe, read_ram
 from harness.runtime.specs import resolve_command
 from memory import Store, active_runs, processes_of_finished_runs
 
-__all__ = ["CHECK_RULES", "CheckItem", "default_check_spec", "preflight_checks", "run_env"]
+__all__ = [
+    "CHECK_RULES",
+    "CheckItem",
+    "default_check_spec",
+    "job_cwd",
+    "launch_env",
+    "preflight_checks",
+    "run_env",
+]
 
 # The preflight protocol: one line per check, "PASS name: evidence" or "FAIL name: evidence".
 _CHECK_LINE = re.compile(r"^\s*(PASS|FAIL)\s+([^:]{1,60}):\s*(.*)$")
@@ -73,6 +81,19 @@ def run_env(run_dir: Path, run_id: str, extra: dict[str, str]) -> dict[str, str]
             "PYTHONUNBUFFERED": "1",
         }
     )
+    return env
+
+
+def job_cwd(spec: RunSpec) -> Path:
+    """Where the job runs: the spec's ``cwd``, else ours."""
+    return Path(spec.cwd) if spec.cwd else Path.cwd()
+
+
+def launch_env(spec: RunSpec, run_dir: Path, run_id: str) -> dict[str, str]:
+    """The environment a launcher starts the job with (:func:`run_env`, and the sample
+    interval the Slurm node agents read)."""
+    env = run_env(run_dir, run_id, spec.env)
+    env["HARNESS_SAMPLE_EVERY_S"] = f"{spec.watch.sample_every_s:g}"
     return env
 
 
@@ -265,7 +286,7 @@ def preflight_checks(
     if spec.preflight and (cwd_item is None or cwd_item.passed):
         env = run_env(run_dir, run_id, spec.env)
         env[procs.MARKER_ENV] = run_id
-        cwd = Path(spec.cwd) if spec.cwd else Path.cwd()
+        cwd = job_cwd(spec)
         for argv in spec.preflight:
             got, _ = _preflight_command(argv, spec, run_dir, env, cwd)
             items += got

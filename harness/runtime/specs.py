@@ -19,7 +19,13 @@ from harness._atomic import read_text
 from harness.core.spec import RunSpec, args_to_flags, spec_from_toml
 from harness.errors import NotFoundError, SpecError
 
-__all__ = ["list_presets", "load_preset", "load_spec", "resolve_command"]
+__all__ = [
+    "list_presets",
+    "load_preset",
+    "load_spec",
+    "resolve_command",
+    "with_resume",
+]
 
 
 def _read_spec(path: Path) -> RunSpec:
@@ -66,6 +72,12 @@ def load_preset(name: str, *, presets_dir: Path | None = None) -> tuple[RunSpec,
         return spec_from_toml(builtin[name], source=f"preset {name}"), f"preset {name}"
     known = ", ".join(list_presets(presets_dir)) or "none"
     raise NotFoundError(f"no spec file or preset named {name!r} (presets: {known})")
+
+
+def with_resume(argv: Sequence[str], resume: Sequence[str], checkpoint: str) -> list[str]:
+    """``argv`` resumed from ``checkpoint``: the spec's ``resume`` words appended, each
+    ``{checkpoint}`` replaced by its path (a rollback, a Slurm resubmission)."""
+    return [*argv, *(w.replace("{checkpoint}", checkpoint) for w in resume)]
 
 
 def resolve_command(

@@ -50,9 +50,9 @@ from harness.runtime.guard import (
     say_stderr,
     settled,
 )
-from harness.runtime.launchers import launcher_for
+from harness.runtime.launchers import launcher_of
 from harness.runtime.orphans import claim_orphans
-from harness.runtime.preflight import preflight_checks, run_env
+from harness.runtime.preflight import job_cwd, launch_env, preflight_checks
 from harness.runtime.probes import GpuProbe
 from harness.runtime.records import (
     insert_run,
@@ -181,7 +181,7 @@ class Supervisor:
         all, and ``SpecError`` for a program that does not exist or a launcher this
         version does not have.
         """
-        launcher = launcher_for(spec.launcher, torchrun=spec.torchrun, slurm=spec.slurm)
+        launcher = launcher_of(spec)
         run_id = new_run_id(spec.name)
         runs_dir = self.runs_dir.resolve()
         run_dir = (runs_dir / run_id).resolve()
@@ -257,12 +257,10 @@ class Supervisor:
             "mark the run starting", partial(set_fields, self.store, run_id, fields), fields
         )
         argv = resolve_command(spec.command, run_dir=run_dir, args=spec.args)
-        cwd = Path(spec.cwd) if spec.cwd else Path.cwd()
-        env = run_env(run_dir, run_id, spec.env)
-        env["HARNESS_SAMPLE_EVERY_S"] = f"{spec.watch.sample_every_s:g}"  # for node agents
+        env = launch_env(spec, run_dir, run_id)
         try:
             handle = await asyncio.to_thread(
-                launcher.start, argv, run_id=run_id, run_dir=run_dir, cwd=cwd, env=env
+                launcher.start, argv, run_id=run_id, run_dir=run_dir, cwd=job_cwd(spec), env=env
             )
         except SpawnError as exc:
             await self._refused(writer, spec, run_id, f"failed: {exc}", {}, say=False)
@@ -386,7 +384,7 @@ class Supervisor:
                 spec = RunSpec.model_validate(row.spec)
                 rec = procs.ProcRecord(row.pid, row.create_time, row.id)
                 run_dir = Path(row.run_dir)
-                launcher = launcher_for(spec.launcher, torchrun=spec.torchrun, slurm=spec.slurm)
+                launcher = launcher_of(spec)
                 handle = launcher.adopt(rec, run_dir)
                 started = row.started_at or time.time()
                 writer = self._writer(row.id, run_dir)

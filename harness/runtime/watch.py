@@ -54,9 +54,9 @@ from harness.job.protocol import METRICS_FILE, STDERR_FILE
 from harness.runtime import procs
 from harness.runtime.controls import update_controls
 from harness.runtime.guard import GuardConfig, Outcome, RunWriter, describe_error, settled
-from harness.runtime.launchers import JobHandle, launcher_for
+from harness.runtime.launchers import JobHandle, launcher_of
 from harness.runtime.launchers.slurm import WAITING, SchedulerView
-from harness.runtime.preflight import run_env
+from harness.runtime.preflight import job_cwd, launch_env
 from harness.runtime.probes import CpuProbe, GpuProbe, NodeProbe, read_ram
 from harness.runtime.records import (
     final_row,
@@ -67,7 +67,7 @@ from harness.runtime.records import (
     submit_finish,
     submit_incident,
 )
-from harness.runtime.specs import resolve_command
+from harness.runtime.specs import resolve_command, with_resume
 from harness.runtime.tail import MetricsTail, TailBatch
 from memory import Run, Store, clean_text
 
@@ -384,13 +384,17 @@ class Watch:
         try:
             if act.controls:
                 await asyncio.to_thread(update_controls, job.run_dir, dict(act.controls))
-            argv = resume_command(spec, job.run_dir, act.checkpoint)
-            launcher = launcher_for(spec.launcher, torchrun=spec.torchrun, slurm=spec.slurm)
-            env = run_env(job.run_dir, job.run_id, spec.env)
-            env["HARNESS_SAMPLE_EVERY_S"] = f"{spec.watch.sample_every_s:g}"
-            cwd = Path(spec.cwd) if spec.cwd else Path.cwd()
+            argv = resolve_command(spec.command, run_dir=job.run_dir, args=spec.args)
+            argv = with_resume(argv, spec.resume, act.checkpoint)
+            launcher = launcher_of(spec)
+            env = launch_env(spec, job.run_dir, job.run_id)
             handle = await asyncio.to_thread(
-                launcher.start, argv, run_id=job.run_id, run_dir=job.run_dir, cwd=cwd, env=env
+                launcher.start,
+                argv,
+                run_id=job.run_id,
+                run_dir=job.run_dir,
+                cwd=job_cwd(spec),
+                env=env,
             )
         except Exception as exc:  # the job cannot start again: the run ends failed
             error = describe_error(exc)
@@ -456,12 +460,6 @@ class Watch:
                 row = final_row(job.row, act.status, act.summary, result, code)
             return row
         return None
-
-
-def resume_command(spec: RunSpec, run_dir: Path, checkpoint: str) -> list[str]:
-    """The spec's command with its ``resume`` arguments, ``{checkpoint}`` replaced."""
-    argv = resolve_command(spec.command, run_dir=run_dir, args=spec.args)
-    return [*argv, *(w.replace("{checkpoint}", checkpoint) for w in spec.resume)]
 
 
 def _from_nodes(nodes: NodeProbe, now: float) -> ProbeSample:

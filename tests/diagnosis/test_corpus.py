@@ -11,32 +11,12 @@ from typing import Any
 
 import pytest
 
+from harness.core.detectors import CAUSES, SYMPTOMS  # the fixed identifiers
 from harness.job.protocol import EVENTS, PHASES
 from tests.diagnosis import make_synthetic
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 
-SYMPTOMS = (
-    "nonfinite",
-    "loss_spike",
-    "divergence",
-    "no_progress",
-    "grad_explosion",
-    "vanishing_gradient",
-    "metric_collapse",
-    "overfitting",
-    "degenerate_metric",
-    "throughput_drop",
-    "stall",
-)
-CAUSES = (
-    "lr_too_high",
-    "lr_change",
-    "data_change",
-    "bad_batch",
-    "overfit_small_data",
-    "unknown",
-)
 KEYS = {"healthy", "symptoms", "primary", "onset_step", "cause", "source", "note"}
 NONFINITE = ("nan", "inf", "-inf")
 

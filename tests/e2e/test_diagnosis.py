@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import mistakes as ml
-from harness.core.spec import apply_overrides
+from harness.core.spec import RunSpec, apply_overrides
 from harness.runtime.controls import update_controls
 from harness.runtime.specs import load_spec
 from harness.runtime.supervisor import Supervisor
@@ -37,6 +37,15 @@ def steps(path: Path) -> int:
     return done
 
 
+def echo(steps: int, lr: float, *overrides: str) -> RunSpec:
+    """The shipped echo preset, short and logged often, with the e2e thresholds."""
+    spec, _ = load_spec("echo")
+    watch = [f"watch.{k}={v}" for k, v in FAST_WATCH.items() if k != "util_grace_s"]
+    args = [f"args.steps={steps}", f"args.lr={lr}", "args.batch=128", "args.threads=2"]
+    args += ["args.eval_every=25", "args.log_every=5", "watch.util_grace_s=600"]
+    return apply_overrides(spec, [*watch, *args, *overrides])
+
+
 async def test_a_data_mix_change_is_diagnosed_live_as_a_collapse_from_the_data_change(
     sup: Supervisor,
     store: Store,
@@ -45,22 +54,8 @@ async def test_a_data_mix_change_is_diagnosed_live_as_a_collapse_from_the_data_c
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("HARNESS_DATA_DIR", str(tmp_path / "data"))
-    spec, _ = load_spec("echo")
-    watch = [f"watch.{k}={v}" for k, v in FAST_WATCH.items() if k != "util_grace_s"]
-    spec = apply_overrides(
-        spec,
-        [
-            *watch,
-            "watch.util_grace_s=600",
-            "args.steps=260",
-            "args.batch=128",
-            "args.lr=0.003",
-            "args.threads=2",
-            "args.eval_every=25",
-            "args.log_every=5",
-            "diagnose.divergence=warn",  # the run goes on, so the collapse is seen too
-        ],
-    )
+    # divergence only warns: the run goes on, so the collapse is seen too
+    spec = echo(260, 0.003, "diagnose.divergence=warn")
     run_id = await sup.launch(spec, source="test")
     metrics = Path(get_run(store, run_id).run_dir) / "metrics.jsonl"
     await await_for(lambda: steps(metrics) >= 150, 90, "150 steps trained")
@@ -102,24 +97,13 @@ async def test_an_lr_raised_tenfold_is_rolled_back_from_its_checkpoint_and_then_
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("HARNESS_DATA_DIR", str(tmp_path / "data"))
-    spec, _ = load_spec("echo")
-    watch = [f"watch.{k}={v}" for k, v in FAST_WATCH.items() if k != "util_grace_s"]
-    spec = apply_overrides(
-        spec,
-        [
-            *watch,
-            "watch.util_grace_s=600",
-            "args.steps=300",
-            "args.batch=128",
-            "args.lr=0.01",
-            "args.threads=2",
-            "args.eval_every=25",
-            "args.log_every=5",
-            "args.checkpoint_every=50",
-            "diagnose.divergence=rollback",
-            "diagnose.metric_collapse=rollback",
-            "diagnose.grad_explosion=warn",
-        ],
+    spec = echo(
+        300,
+        0.01,
+        "args.checkpoint_every=50",
+        "diagnose.divergence=rollback",
+        "diagnose.metric_collapse=rollback",
+        "diagnose.grad_explosion=warn",
     )
     run_id = await sup.launch(spec, source="test")
     run_dir = Path(get_run(store, run_id).run_dir)

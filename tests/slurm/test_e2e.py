@@ -263,6 +263,7 @@ async def test_a_node_failure_is_resubmitted_from_the_last_checkpoint(
         command,
         slurm={"requeue_on": ["NODE_FAIL"], "requeue_limit": 1},
         gates={"score": ">= 1"},
+        resume=["--resume", "{checkpoint}"],
     )
     run_id = await sup.launch(spec, source="test")
     row = get_run(store, run_id)

@@ -23,11 +23,11 @@ from harness.errors import SpecError
 from harness.runtime.procs import Escalation, ProcRecord
 
 if TYPE_CHECKING:
-    from harness.core.spec import SlurmConfig, TorchrunConfig
+    from harness.core.spec import RunSpec, SlurmConfig, TorchrunConfig
     from harness.runtime.launchers.slurm import SchedulerView
     from harness.runtime.probes import NodeProbe
 
-__all__ = ["JobHandle", "Launcher", "launcher_for"]
+__all__ = ["JobHandle", "Launcher", "launcher_for", "launcher_of"]
 
 
 class JobHandle(Protocol):
@@ -85,11 +85,16 @@ class Launcher(Protocol):
 
 
 def launcher_for(
-    name: str, *, torchrun: TorchrunConfig | None = None, slurm: SlurmConfig | None = None
+    name: str,
+    *,
+    torchrun: TorchrunConfig | None = None,
+    slurm: SlurmConfig | None = None,
+    resume: Sequence[str] = (),
 ) -> Launcher:
     """The launcher a spec names; SpecError for one this version does not have.
 
-    ``torchrun`` and ``slurm`` are the spec's tables (their defaults when not given).
+    ``torchrun`` and ``slurm`` are the spec's tables (their defaults when not given);
+    ``resume`` its resume words (a Slurm resubmission resumes with them).
     """
     if name == "local":
         from harness.runtime.launchers.local import LocalLauncher
@@ -102,7 +107,12 @@ def launcher_for(
     if name == "slurm":
         from harness.runtime.launchers.slurm import SlurmLauncher
 
-        return SlurmLauncher(slurm)
+        return SlurmLauncher(slurm, resume=resume)
     raise SpecError(
         f"launcher: {name!r} is not available in this version (use 'local', 'torchrun' or 'slurm')"
     )
+
+
+def launcher_of(spec: RunSpec) -> Launcher:
+    """The launcher a spec names, with its tables."""
+    return launcher_for(spec.launcher, torchrun=spec.torchrun, slurm=spec.slurm, resume=spec.resume)

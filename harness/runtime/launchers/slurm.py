@@ -57,6 +57,7 @@ from harness.job.protocol import METRICS_FILE, STDERR_FILE, STDOUT_FILE
 from harness.runtime import procs
 from harness.runtime.nodeagent import NODES_DIR, NOT_VISIBLE_EXIT, VISIBLE_FILE
 from harness.runtime.probes import NodeProbe
+from harness.runtime.specs import with_resume
 from harness.runtime.wrap import read_exit
 
 __all__ = [
@@ -67,9 +68,9 @@ __all__ = [
     "SlurmLauncher",
     "SlurmState",
     "batch_script",
+    "last_checkpoint",
     "parse_scontrol",
     "query_job",
-    "resume_argv",
 ]
 
 SCRIPT_FILE = "job.sbatch"
@@ -224,8 +225,8 @@ def query_job(job_id: str) -> SlurmState | None:
     return SlurmState(state.split()[0] if state else "UNKNOWN", reason, nodes, ec, sig)
 
 
-def resume_argv(argv: Sequence[str], run_dir: Path) -> list[str]:
-    """``argv`` with ``--resume <the last checkpoint event's path>``, when there is one."""
+def last_checkpoint(run_dir: Path) -> str | None:
+    """The path of the last ``checkpoint`` event in the run's metrics, if any."""
     path: str | None = None
     try:
         with (run_dir / METRICS_FILE).open(encoding="utf-8", errors="replace") as f:
@@ -240,21 +241,8 @@ def resume_argv(argv: Sequence[str], run_dir: Path) -> list[str]:
                 if is_event and isinstance(rec.get("path"), str) and rec["path"]:
                     path = rec["path"]
     except OSError:
-        return list(argv)
-    if path is None:
-        return list(argv)
-    out, skip = [], False
-    for word in argv:
-        if skip:
-            skip = False
-            continue
-        if word == "--resume":
-            skip = True
-            continue
-        if word.startswith("--resume="):
-            continue
-        out.append(word)
-    return [*out, "--resume", path]
+        return None
+    return path
 
 
 def batch_script(
@@ -314,6 +302,7 @@ class SlurmJob:
     env: dict[str, str] = field(default_factory=dict)
     cwd: str = "."
     attempt: int = 1
+    resume: list[str] = field(default_factory=list)  # the spec's resume words
     _state: SlurmState | None = None
     _next_query: float = 0.0
     _ended: tuple[bool, int | None] | None = None
@@ -390,14 +379,15 @@ class SlurmJob:
         return self.probe
 
     def _resubmit(self, state: SlurmState) -> None:
-        argv = resume_argv(self.argv, self.run_dir)
-        resumed = argv[argv.index("--resume") + 1] if "--resume" in argv else None
+        """The job again, from its last checkpoint event through the spec's ``resume``."""
+        resumed = last_checkpoint(self.run_dir) if self.resume else None
+        argv = with_resume(self.argv, self.resume, resumed) if resumed else list(self.argv)
         old = self.job_id
         self.attempt += 1
         self.job_id = _submit(self.run_dir, self.run_id, argv, self.cfg, self.env, self.cwd)
         self.submitted_at, self._state, self._next_query = time.time(), None, 0.0
         _save(self)
-        start = f"from {resumed}" if resumed else "from the start (no checkpoint event yet)"
+        start = f"from {resumed}" if resumed else "from the start (no checkpoint event or resume)"
         self.notes.append(
             f"Slurm job {old} ended {state.state}: resubmitted as job {self.job_id} {start} "
             f"(attempt {self.attempt} of {self.cfg.requeue_limit + 1})"
@@ -501,25 +491,26 @@ def _save(job: SlurmJob) -> None:
 
 
 def _job_env(run_dir: Path, run_id: str) -> dict[str, str]:
-    """The environment a re-adopted job is resubmitted with: the protocol's and the spec's."""
-    from harness.runtime.preflight import run_env
+    """The environment a re-adopted job is resubmitted with: what its launch had."""
+    from harness.core.spec import RunSpec
+    from harness.runtime.preflight import launch_env
 
-    extra: dict[str, str] = {}
     try:
-        spec = json.loads((run_dir / "spec.json").read_text(encoding="utf-8"))
-        if isinstance(spec, dict) and isinstance(spec.get("env"), dict):
-            extra = {str(k): str(v) for k, v in spec["env"].items()}
-    except (OSError, ValueError):
-        pass
-    return run_env(run_dir, run_id, extra)
+        spec = RunSpec.model_validate_json((run_dir / "spec.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # no spec kept: the protocol's variables only
+        from harness.runtime.preflight import run_env
+
+        return run_env(run_dir, run_id, {})
+    return launch_env(spec, run_dir, run_id)
 
 
 class SlurmLauncher:
     name = "slurm"
     remote = True
 
-    def __init__(self, cfg: SlurmConfig | None = None) -> None:
+    def __init__(self, cfg: SlurmConfig | None = None, *, resume: Sequence[str] = ()) -> None:
         self.cfg = cfg or SlurmConfig()
+        self.resume = list(resume)  # the spec's: how a resubmission resumes the command
 
     def start(
         self,
@@ -536,7 +527,15 @@ class SlurmLauncher:
         write_text_atomic(run_dir / VISIBLE_FILE, token + "\n")
         job_id = _submit(run_dir, run_id, argv, self.cfg, env, str(cwd))
         job = SlurmJob(
-            run_id, run_dir, self.cfg, job_id, time.time(), list(argv), dict(env), str(cwd)
+            run_id,
+            run_dir,
+            self.cfg,
+            job_id,
+            time.time(),
+            list(argv),
+            dict(env),
+            str(cwd),
+            resume=self.resume,
         )
         _save(job)
         return job
@@ -561,6 +560,7 @@ class SlurmLauncher:
             _job_env(run_dir, record.run_id),
             str(cwd) if isinstance(cwd, str) else ".",
             attempt if isinstance(attempt, int) else 1,
+            resume=self.resume,
         )
 
     def alive(self, record: procs.ProcRecord, run_dir: Path) -> bool:

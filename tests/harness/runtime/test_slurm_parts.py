@@ -31,11 +31,12 @@ from harness.runtime.launchers.slurm import (
     SlurmState,
     _state_of,
     batch_script,
+    last_checkpoint,
     parse_scontrol,
-    resume_argv,
 )
 from harness.runtime.nodeagent import NOT_VISIBLE_EXIT, VISIBLE_FILE
 from harness.runtime.probes import NodeProbe
+from harness.runtime.specs import with_resume
 from harness.runtime.wrap import read_exit
 from mistakes import RULE_LINKS
 
@@ -110,7 +111,9 @@ def test_the_batch_script_quotes_every_word_and_checks_the_run_dir(tmp_path: Pat
     assert "is not visible from node" in p.stderr and "filesystem the nodes share" in p.stderr
 
 
-def test_resume_takes_the_last_checkpoint_event_and_replaces_an_old_resume(tmp_path: Path) -> None:
+def test_a_resubmission_resumes_from_the_last_checkpoint_event_with_the_specs_words(
+    tmp_path: Path,
+) -> None:
     metrics = tmp_path / "metrics.jsonl"
     metrics.write_text(
         '{"event": "checkpoint", "path": "/c/step-10.pt", "step": 10}\n'
@@ -118,17 +121,15 @@ def test_resume_takes_the_last_checkpoint_event_and_replaces_an_old_resume(tmp_p
         '{"event": "checkpoint", "path": "/c/step-20.pt", "step": 20}\n'
         '{"step": 21, "loss": 0.5}\n'
     )
-    argv = ["python", "-m", "model.train", "--resume", "/c/old.pt", "--steps", "50"]
-    assert resume_argv(argv, tmp_path) == [
-        "python",
-        "-m",
-        "model.train",
-        "--steps",
-        "50",
-        "--resume",
-        "/c/step-20.pt",
+    assert last_checkpoint(tmp_path) == "/c/step-20.pt"
+    assert last_checkpoint(tmp_path / "none") is None
+    argv = ["python", "-m", "model.train", "--steps", "50"]
+    assert with_resume(argv, ["--resume={checkpoint}", "--fresh-optim"], "/c/step-20.pt") == [
+        *argv,
+        "--resume=/c/step-20.pt",
+        "--fresh-optim",
     ]
-    assert resume_argv(["python", "t.py"], tmp_path / "none") == ["python", "t.py"]
+    assert with_resume(argv, [], "/c/step-20.pt") == argv  # no resume words: as it was
 
 
 def _agent(run_dir: Path, token: str, code: str, **env: str) -> subprocess.CompletedProcess[str]:
