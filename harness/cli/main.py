@@ -161,6 +161,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("target", metavar="RUN|METRICS_FILE")
     _json(p)
+    p = _cmd(
+        sub,
+        "plot",
+        "harness.cli.plot:cmd_plot",
+        "a run's chart as PNG: loss and key metric, utilisation per device, incidents",
+    )
+    p.add_argument("run", metavar="RUN")
+    p.add_argument("-o", "--output", metavar="FILE", help="default: <run>.png here")
     _cmd(sub, "adopt", f"{runs}:cmd_adopt", "re-adopt runs whose supervisor died and watch them")
     p = _cmd(sub, "presets", f"{runs}:cmd_presets", "list the presets")
     _json(p)
@@ -170,6 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = _cmd(sub, "serve", f"{srv}:cmd_serve", "run the daemon: supervisor, heartbeats, API")
     p.add_argument("--port", type=int, help="API port on 127.0.0.1 (default 7777)")
     p.add_argument("--heartbeat", type=float, metavar="SECONDS", help="heartbeat interval")
+    _cmd(
+        sub,
+        "mcp",
+        "harness.cli.mcp:cmd_mcp",
+        "serve the Model Context Protocol over stdio (for coding agents)",
+    )
     p = _cmd(sub, "send", f"{srv}:cmd_send", "queue a message for Discord ('-' reads stdin)")
     p.add_argument("text", nargs="+", metavar="TEXT")
     p = _cmd(sub, "messages", f"{srv}:cmd_messages", "the outbox: queued, sent, dead messages")

@@ -6,6 +6,7 @@ The supervisor side may import this module and nothing else of ``harness.job``.
 from __future__ import annotations
 
 __all__ = [
+    "ALERT_LEVELS",
     "CONTROLS_FILE",
     "ENV_CONTROLS",
     "ENV_METRICS",
@@ -32,6 +33,8 @@ STDOUT_FILE = "stdout.log"
 STDERR_FILE = "stderr.log"
 
 #: reserved values of a metrics line's ``event``
-EVENTS = ("start", "phase", "checkpoint", "controls", "end")
+EVENTS = ("start", "phase", "checkpoint", "controls", "alert", "end")
 #: values of a ``phase`` event; outside ``train`` an idle device is not waste
 PHASES = ("train", "eval", "checkpoint", "data")
+#: levels of an ``alert`` event (a job's own alert, sent to Discord at once as an incident)
+ALERT_LEVELS = ("info", "warn", "error")

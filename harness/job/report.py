@@ -12,6 +12,9 @@ Any training script can use this to talk to the supervisor without depending on 
         rep.step(step, loss=loss, lr=lr)
     rep.end(avg_bit_acc=0.94)
 
+``rep.alert("validation set is empty", level="error")`` raises the job's own alert: an
+immediate Discord message and an incident.
+
 Each call appends one JSON object per line to ``metrics.jsonl`` with a single ``write``
 on a file opened in append mode, so lines from one writer never interleave. Outside
 the harness (no environment variables and no paths given) the reporter is disabled and
@@ -33,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from harness._atomic import json_safe, read_json
-from harness.job.protocol import ENV_CONTROLS, ENV_METRICS, ENV_RUN_ID
+from harness.job.protocol import ALERT_LEVELS, ENV_CONTROLS, ENV_METRICS, ENV_RUN_ID
 
 __all__ = ["Reporter"]
 
@@ -96,6 +99,15 @@ class Reporter:
     def applied(self, changes: Mapping[str, Any], **extra: Any) -> None:
         """Report controls the job has applied (or rejected, with ``rejected=...``)."""
         self.emit(event="controls", applied=dict(changes), **extra)
+
+    def alert(self, text: str, level: str = "warn", **extra: Any) -> None:
+        """Raise the job's own alert: the supervisor sends it to Discord at once and records
+        an incident. ``level`` is ``info``, ``warn`` or ``error``; ``extra`` travels as
+        evidence (a ``mistake`` id such as ``"M-026"`` links the incident to the catalogue).
+        """
+        if level not in ALERT_LEVELS:
+            raise ValueError(f"alert level {level!r}: expected one of {', '.join(ALERT_LEVELS)}")
+        self.emit(event="alert", level=level, text=str(text), **extra)
 
     def end(self, **final: Any) -> None:
         self.emit(event="end", **final)
