@@ -4,7 +4,7 @@ Open it with :func:`open_log` (a :class:`memory.Store` with the catalogue seeded
 query takes a session as a keyword (``with store.read() as s: list_mistakes(session=s)``).
 """
 
-from ._catalogue import NONFINITE_ID, RULE_LINKS
+from ._catalogue import CONDUCT_IDS, MODEL_CHECKS, NONFINITE_ID, RULE_LINKS
 from ._errors import ImportRejectedError, InvalidInputError, MistakesError, NotFoundError
 from ._incidents import (
     SEVERITIES,
@@ -14,6 +14,7 @@ from ._incidents import (
     resolve_incident,
 )
 from ._log import (
+    ENFORCEMENTS,
     ChecklistView,
     ImportReport,
     add_mistake,
@@ -31,6 +32,9 @@ from ._models import ChecklistItem, Incident, Mistake
 from ._search import SearchHit, fts_query, search
 
 __all__ = [
+    "CONDUCT_IDS",
+    "ENFORCEMENTS",
+    "MODEL_CHECKS",
     "NONFINITE_ID",
     "RULE_LINKS",
     "SEVERITIES",

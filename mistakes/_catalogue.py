@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 __all__ = [
     "BUILTIN_CHECKLIST",
     "BUILTIN_MISTAKES",
+    "CONDUCT_IDS",
+    "MODEL_CHECKS",
     "NONFINITE_ID",
     "RULE_LINKS",
     "BuiltinItem",
@@ -51,7 +53,9 @@ RULE_LINKS: dict[str, tuple[str, ...]] = {
     "gpu_memory": (),  # a warning only; no mistake of the catalogue is about GPU memory
     "nonfinite": (NONFINITE_ID,),
     "stall": ("M-037",),
-    "heartbeat": ("M-037",),
+    # the scheduler posts heartbeats on its own: no listener to rearm after a compaction
+    # (M-027), no background polling loops (M-028), no promise to remember (M-037)
+    "heartbeat": ("M-037", "M-027", "M-028"),
     "gradient_flow": ("M-032",),
     "input_coverage": ("M-008",),
     "gates": ("M-014",),
@@ -73,7 +77,50 @@ RULE_LINKS: dict[str, tuple[str, ...]] = {
     "overfitting": ("M-007", "M-019"),
     "degenerate_metric": ("M-031", "M-007"),
     "throughput_drop": (),  # no mistake of the catalogue is about a slowing job
+    # a job's own alert (Reporter.alert) names no mistake unless it names a check
+    "job_alert": (),
+    # the model checks (harness.job.checks: called by the user, or run by the framework
+    # callbacks at fit start; their FAIL lines become incidents under these names)
+    "vocab_size": ("M-026",),
+    "truncation": ("M-008",),
+    "loss_weighting": ("M-002",),
+    "gradient_check": ("M-001", "M-009"),
+    "padding_side": ("M-003",),
+    "data_passes": ("M-011",),
 }
+
+#: the rules that are model checks: run before training (a preflight command, or the
+#: framework callbacks at fit start) rather than by the supervisor while a job runs
+MODEL_CHECKS = frozenset(
+    {
+        "gradient_flow",
+        "input_coverage",
+        "vocab_size",
+        "truncation",
+        "loss_weighting",
+        "gradient_check",
+        "padding_side",
+        "data_passes",
+    }
+)
+
+#: mistakes only a person or an agent can prevent, by how they work (which repo they
+#: edit, what they read after losing their context, whether they guess numbers): no
+#: machine check exists for them, so the brief lists their checklist items instead
+CONDUCT_IDS = frozenset(
+    {
+        "M-004",  # a model component added after training: a design decision
+        "M-005",  # non-ASCII characters in PTX strings: a build of the user's own kernels
+        "M-006",  # delimiter-based parsing of a structured language
+        "M-010",  # blind experiments before a diagnostic
+        "M-012",  # edited the wrong copy of the repository
+        "M-013",  # skipped the recon after a context compaction
+        "M-016",  # no clean build after GPU backward changes
+        "M-017",  # meta tools executed inside a training loop
+        "M-024",  # answered vision questions from memory
+        "M-036",  # presented guesses as measurements
+    }
+)
 
 BUILTIN_MISTAKES: tuple[BuiltinMistake, ...] = (
     BuiltinMistake(
@@ -296,6 +343,91 @@ BUILTIN_MISTAKES: tuple[BuiltinMistake, ...] = (
         root_cause="The manual backward pass had a 1,000,000x gradient magnitude error.",
         fix="Use the framework's autograd; check gradients numerically.",
         prevention="Run a gradient check on every architecture change; watch grad_norm.",
+    ),
+    BuiltinMistake(
+        id="M-002",
+        title="One token class dominated the gradient",
+        section="Category: Training",
+        when="A loss averaged over positions where one class of targets is frequent.",
+        symptom="The model learns the frequent token perfectly; the rest stay near chance.",
+        root_cause="Equal weighting per position let the dominant class own the gradient signal.",
+        fix="Weight the loss per position or class, on purpose and declared.",
+        prevention=(
+            "Check per-position gradient contribution before training (the loss_weighting "
+            "check); weighting that was not declared fails it."
+        ),
+    ),
+    BuiltinMistake(
+        id="M-003",
+        title="Decoder trained on left-padded sequences",
+        section="Category: Data",
+        when="Batching variable-length sequences for a decoder with rotary positions.",
+        symptom="The decoder emits EOS at once or garbage at inference.",
+        root_cause="Training put BOS at position N (left padding); inference starts at 0.",
+        fix="Right-pad decoder sequences; left-pad encoder sequences.",
+        prevention="The padding_side check counts the rows of a batch padded on the wrong side.",
+    ),
+    BuiltinMistake(
+        id="M-009",
+        title="A forward-pass utility corrupted the backward pass",
+        section="Category: Training",
+        when="Reusing a forward kernel (a mask fill) on gradient tensors.",
+        symptom="Gradients exploded a million-fold for every backbone parameter.",
+        root_cause="The mask kernel wrote its forward fill value (-1e9) into gradients.",
+        fix="Give the kernel its fill value as a parameter; 0 in the backward pass.",
+        prevention=(
+            "Compare analytic gradients with finite differences on a slice (the "
+            "gradient_check check) after any change to a backward path."
+        ),
+    ),
+    BuiltinMistake(
+        id="M-011",
+        title="Training steps not scaled with the data",
+        section="Category: Training",
+        when="A fixed step count while the dataset grew.",
+        symptom="A third of the unique samples were never seen; eval accuracy stalled.",
+        root_cause="Each sample was seen 0.65 times on average: steps stayed constant.",
+        fix="Scale steps with data: at least three passes over every unique sample.",
+        prevention=(
+            "The data_passes check compares samples seen (steps x batch) with the unique "
+            "samples times the passes required."
+        ),
+    ),
+    BuiltinMistake(
+        id="M-026",
+        title="Token ids beyond the embedding table",
+        section="Category: Data",
+        when="Encoding input with a tokenizer other than the one the model was built for.",
+        symptom="index-select invalid index 256 with dim size 256; tests crash.",
+        root_cause="A tokenizer of 259 ids fed a model whose embedding has 256 rows.",
+        fix="Encode with the model's own vocabulary; match sizes.",
+        prevention=(
+            "The vocab_size check compares the tokenizer's size and the batch's largest "
+            "id with the embedding rows and the output size, naming the modules."
+        ),
+    ),
+    BuiltinMistake(
+        id="M-027",
+        title="Messages missed after a context compaction",
+        section="Category: Process hygiene",
+        when="An agent resuming after its context was compacted.",
+        symptom="Messages from the person were never seen; they had to ask twice.",
+        root_cause="The listener had to be rearmed by hand, and the agent skipped it.",
+        fix="Nothing to rearm: the daemon keeps the heartbeat and the inbox on its own.",
+        prevention=(
+            "The scheduler posts heartbeats whoever is watching; Discord notes wait in the "
+            "inbox and the brief shows them first."
+        ),
+    ),
+    BuiltinMistake(
+        id="M-028",
+        title="Background polling loops bricked the session",
+        section="Category: Process hygiene",
+        when="Several background listener and timer tasks in one agent session.",
+        symptom="Every action failed; the session had to be killed.",
+        root_cause="Four concurrent background tasks returned into a stale conversation.",
+        fix="One timer-based heartbeat instead of polling listeners.",
+        prevention="The daemon's scheduler is the only heartbeat; no session runs a loop.",
     ),
     BuiltinMistake(
         id="M-007",

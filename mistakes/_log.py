@@ -12,7 +12,13 @@ from sqlmodel import Session, col, select
 
 from memory import InvalidTextError, Store, check_text, open_store
 
-from ._catalogue import BUILTIN_CHECKLIST, BUILTIN_MISTAKES, RULE_LINKS
+from ._catalogue import (
+    BUILTIN_CHECKLIST,
+    BUILTIN_MISTAKES,
+    CONDUCT_IDS,
+    MODEL_CHECKS,
+    RULE_LINKS,
+)
 from ._errors import ImportRejectedError, InvalidInputError, NotFoundError
 from ._markdown import ChecklistEntry, Entry, Problem, parse_markdown, render_markdown
 from ._models import STANDARD_COLUMNS, ChecklistItem, Mistake
@@ -173,13 +179,38 @@ def _apply_fields(row: Mistake, fields: Sequence[tuple[str, str]]) -> None:
 # -- checklist --------------------------------------------------------------------------
 
 
+#: how a checklist item is kept: by a supervisor rule while jobs run, by a model check
+#: before training, by conduct (only a person or an agent can: the brief lists it), or by
+#: nobody yet (manual)
+ENFORCEMENTS = ("rule", "check", "conduct", "manual")
+
+
 @dataclass(frozen=True)
 class ChecklistView:
     item: ChecklistItem
     enforced_by: tuple[str, ...]  # rule names; empty for a manual item
 
+    @property
+    def enforcement(self) -> str:
+        """One of :data:`ENFORCEMENTS`."""
+        if any(r not in MODEL_CHECKS for r in self.enforced_by):
+            return "rule"
+        if self.enforced_by:
+            return "check"
+        ids = self.item.mistake_ids
+        return "conduct" if ids and all(i in CONDUCT_IDS for i in ids) else "manual"
+
+    @property
+    def machine(self) -> bool:
+        """Whether a machine keeps this item (a rule or a check), not a person."""
+        return self.enforcement in ("rule", "check")
+
     def as_dict(self) -> dict[str, object]:
-        return {**self.item.as_dict(), "enforced_by": list(self.enforced_by)}
+        return {
+            **self.item.as_dict(),
+            "enforced_by": list(self.enforced_by),
+            "enforcement": self.enforcement,
+        }
 
 
 def checklist(*, session: Session) -> list[ChecklistView]:

@@ -211,9 +211,26 @@ def cmd_checklist(args: argparse.Namespace) -> int:
     if args.json:
         emit_json([v.as_dict() for v in views])
         return EXIT_OK
+    counts = dict.fromkeys(ml.ENFORCEMENTS, 0)
     for v in views:
-        how = f"enforced by {', '.join(v.enforced_by)}" if v.enforced_by else "manual"
-        print(f"- {v.item.title} ({', '.join(v.item.mistake_ids)}) [{how}]")
+        counts[v.enforcement] += 1
+        print(f"- {v.item.title} ({', '.join(v.item.mistake_ids)}) [{_how(v)}]")
         if v.item.text:
             print(f"    {one_line(v.item.text, 100)}")
+    machine = counts["rule"] + counts["check"]
+    print(
+        f"{machine} of {len(views)} items kept by the machine ({counts['rule']} by rules, "
+        f"{counts['check']} by model checks); {counts['conduct']} conduct items (in the "
+        f"brief); {counts['manual']} manual"
+    )
     return EXIT_OK
+
+
+def _how(v: ml.ChecklistView) -> str:
+    if v.enforcement == "rule":
+        return f"enforced by {', '.join(v.enforced_by)}"
+    if v.enforcement == "check":
+        return f"checked before training by {', '.join(v.enforced_by)}"
+    if v.enforcement == "conduct":
+        return "conduct: yours to follow, listed in the brief"
+    return "manual"

@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeGuard
 
+from harness.core.alerts import JobAlerts
 from harness.core.detectors import Detectors, Symptom
 from harness.core.devices import GpuReading
 from harness.core.diagnose import FindingView, card, card_embed, diagnose, explain, gated_up
@@ -302,6 +303,7 @@ class RunMachine:
         self._bad_files: set[str] = set()  # what was found in place of metrics.jsonl
         # the live diagnosis (DESIGN section 12): the same detectors as `harness diagnose`
         self.detectors = Detectors(gated_up=gated_up(spec.gates))
+        self.alerts = JobAlerts()  # the job's own alerts (Reporter.alert)
         self.rollbacks = 0
         self._restart: Relaunch | None = None  # decided; carried out once the job is gone
         self.waiting = False  # queued by a scheduler: nothing is judged until it begins
@@ -403,6 +405,8 @@ class RunMachine:
             p.final.update({k: v for k, v in rec.items() if k not in ("event", "t")})
         elif event == "controls":
             p.controls.append({k: v for k, v in rec.items() if k != "t"})
+        elif event == "alert":
+            return self._on_alert(rec, t)
         step = rec.get("step")
         if _is_count(step) and event is None:
             p.step = step
@@ -426,6 +430,17 @@ class RunMachine:
         if finding.level == "abort":
             return actions + self._abort(finding)
         return actions + self._warn_once(finding)
+
+    def _on_alert(self, rec: Mapping[str, Any], t: float) -> list[Action]:
+        """The job's own alert: an incident and a message at once (rate-limited)."""
+        taken = self.alerts.take(rec, t)
+        if taken is None:
+            return []
+        finding, severity = taken
+        return [
+            RecordIncident(finding, severity, "sent to Discord at once"),
+            Notify(f"{self.spec.name}: {finding.summary}", alert=True),
+        ]
 
     def _diagnose(self, symptoms: Sequence[Symptom]) -> list[Action]:
         """The policy of each new symptom: a warning with its diagnosis, or an abort.

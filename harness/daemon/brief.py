@@ -2,8 +2,11 @@
 
 ``harness brief`` is what a person, or a coding agent that has just lost its context,
 reads first. :func:`build_brief` gathers it from the store and the pre-launch checklist;
-the renderers turn it into text (most urgent first: standing orders, failing checks,
-unread inbox), JSON, or the envelope a coding agent's SessionStart hook injects.
+the renderers turn it into text (most urgent first: standing orders, failing checks, unread
+inbox, the conduct items of the checklist), JSON, or the envelope a coding agent's
+SessionStart hook injects. The conduct items are those no machine can check (which copy
+of the repo to edit, what to re-read after a compaction): an agent that lost its context
+reads them again here.
 
 "Incidents since the last brief": the time of the last brief is kept in the ``marker``
 table (:func:`memory.set_marker`, name ``brief``). ``build_brief(mark=True)`` moves it to
@@ -95,6 +98,7 @@ class Brief:
     previous_brief_at: float | None  # None on the very first brief
     incidents_since: float  # incidents are those with ts in [incidents_since, generated_at)
     standing_orders: list[Note]
+    conduct: list[ml.ChecklistItem]  # checklist items only a person or agent can keep
     failing_checks: list[CheckItem]
     inbox: list[Note]  # unread, oldest first
     active_runs: list[RunLine]
@@ -140,6 +144,7 @@ def build_brief(
             previous_brief_at=previous,
             incidents_since=since,
             standing_orders=list_notes(session=s, kind="order", limit=None),
+            conduct=[v.item for v in ml.checklist(session=s) if v.enforcement == "conduct"],
             failing_checks=failing,
             inbox=unread_inbox(session=s),
             active_runs=active,
@@ -173,6 +178,11 @@ def _check_line(item: CheckItem) -> str:
     return f"FAIL {item.name}{ids}: {item.evidence}"
 
 
+def _conduct_line(item: ml.ChecklistItem) -> str:
+    ids = f" ({', '.join(item.mistake_ids)})" if item.mistake_ids else ""
+    return one_line(f"{item.title}{ids}: {item.text}" if item.text else item.title + ids, 300)
+
+
 def _incident_line(i: ml.Incident) -> str:
     mid = f" {i.mistake_id}" if i.mistake_id else ""
     state = "resolved" if i.resolved else i.severity
@@ -190,6 +200,7 @@ def brief_sections(brief: Brief) -> dict[str, list[str]]:
     now = brief.generated_at
     orders = [f"#{n.id} {one_line(n.text, 1000)}" for n in brief.standing_orders]
     checks = [_check_line(i) for i in brief.failing_checks]
+    conduct = [_conduct_line(i) for i in brief.conduct]
     inbox = [
         f"#{n.id} {_when(n.ts)} from {n.author}: {one_line(n.text, 1000)}" for n in brief.inbox
     ]
@@ -214,6 +225,7 @@ def brief_sections(brief: Brief) -> dict[str, list[str]]:
         "Standing orders": orders or ["none"],
         "Failing checks": checks or ["none: stale processes and RAM headroom pass"],
         "Unread inbox": inbox or ["none"],
+        "Conduct, yours to keep": conduct or ["none"],
         "Active runs": runs or ["none"],
         "Incidents since the last brief": incidents or ["none"],
         "Recent runs": [_finished_line(r) for r in brief.recent_runs] or ["none"],
@@ -227,6 +239,7 @@ def _counts(brief: Brief) -> dict[str, int]:
         "Standing orders": len(brief.standing_orders),
         "Failing checks": len(brief.failing_checks),
         "Unread inbox": len(brief.inbox),
+        "Conduct, yours to keep": len(brief.conduct),
         "Active runs": len(brief.active_runs),
         "Incidents since the last brief": brief.incident_count,
         "Recent runs": len(brief.recent_runs),
@@ -259,6 +272,7 @@ def render_json(brief: Brief) -> dict[str, Any]:
             "previous_brief_at": brief.previous_brief_at,
             "incidents_since": brief.incidents_since,
             "standing_orders": [n.model_dump() for n in brief.standing_orders],
+            "conduct": [i.as_dict() for i in brief.conduct],
             "failing_checks": [
                 {
                     "name": i.name,

@@ -816,3 +816,35 @@ async def test_an_optional_gpu_probe_runs_the_job_unjudged_with_one_warning(
     assert inc.summary.startswith("no readable GPU utilisation for 1 s on cuda: NVML could not")
     [check] = [c for c in run.result["checks"] if c["name"] == "GPU probe"]
     assert check["passed"] is True and "runs unjudged" in check["evidence"]
+
+
+# -- a job's own alerts ------------------------------------------------------------------
+
+
+async def test_a_jobs_own_alerts_become_incidents_and_immediate_messages(
+    sup: Supervisor, store: Store, notes: Notes
+) -> None:
+    run_id = await sup.launch(make_spec(job("alerts.py")))
+    run = await finish(sup, run_id)
+
+    assert run.status == "succeeded", run.summary
+    found = incidents(store, run_id)
+    by_text = {i.evidence["text"][:20]: i for i in found}
+    info = by_text["validation set has 0"]
+    assert (info.rule, info.severity, info.mistake_id) == ("job_alert", "info", None)
+    vocab = by_text["FAIL vocab_size: tok"]
+    # an alert naming a model check is filed under it, and so linked to its mistake
+    assert (vocab.rule, vocab.severity, vocab.mistake_id) == ("vocab_size", "warn", "M-026")
+    assert vocab.evidence["rows"] == 256
+    hostile = next(i for i in found if i.evidence["text"].startswith("@everyone line two"))
+    assert hostile.severity == "error" and len(hostile.evidence["text"]) == 300
+    assert "\n" not in hostile.summary and "\x1b" not in hostile.summary
+    # a job cannot file an incident under a supervisor rule
+    assert by_text["pretending to be a N"].rule == "job_alert"
+    # a burst of five, then held back: the loop's first alert went out, the rest did not
+    assert len(found) == 5 and "loop alert 0" in by_text
+    alerts = [(t, a) for t, a in notes.items if "job alert" in t]
+    assert len(alerts) == 5 and all(a for _, a in alerts)  # each one sent at once
+    assert alerts[1][0] == (
+        f"e2e: job alert (warn): FAIL vocab_size: token id 259 >= 256 embedding rows [{run_id}]"
+    )

@@ -57,7 +57,7 @@ def test_reopening_does_not_duplicate_or_overwrite(tmp_path: Path) -> None:
         s.add(m)
     with ml.open_log(path) as store, store.read() as s:
         assert ml.get_mistake(session=s, mistake_id="M-015").title == "our own words"
-        assert len(ml.list_mistakes(session=s)) == len(BUILTIN_MISTAKES) == 20
+        assert len(ml.list_mistakes(session=s)) == len(BUILTIN_MISTAKES) == 27
 
 
 def test_import_export_import_round_trip_is_identical(tmp_path: Path, store: Store) -> None:
