@@ -69,6 +69,8 @@ def test_the_users_checklist_is_kept_by_rules_checks_and_the_brief(
     assert items["Heartbeat first"]["enforced_by"] == ["heartbeat"]
     machine = [t for t, k in kinds.items() if k in ("rule", "check")]
     assert len(machine) == 18 and len(machine) + len(CONDUCT) == 28
+    assert sum(k == "rule" for k in kinds.values()) == 11
+    assert {t for t, k in kinds.items() if k == "check"} == set(CHECKED)
 
     code, text = run(capsys, "checklist")
     assert "- Vocab match (M-026) [checked before training by vocab_size]" in text
