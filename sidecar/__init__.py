@@ -5,6 +5,9 @@
   told it is queued; the other functions move rows through
   ``pending -> sending -> sent | dead``, and :func:`retry_messages` /
   :func:`drop_messages` let a person move them by hand. Each takes a session keyword.
+  A message may carry files (:class:`Attachment`, e.g. a chart PNG), stored in the same
+  transaction and uploaded with it as multipart; :func:`file_summaries` lists them
+  without their bytes.
 - :class:`DeliveryWorker` posts the outbox in order to a webhook or a bot channel
   (:class:`DiscordConfig`), with retries, rate limits and dead-lettering; a message that
   fails for its own reasons is dead-lettered and never holds up the ones behind it.
@@ -39,6 +42,7 @@ from ._errors import (
     TransientError,
     UnreadableMessageError,
 )
+from ._files import MAX_FILE_BYTES, MAX_FILES, MAX_TOTAL_BYTES, Attachment, file_summaries
 from ._keys import KEY_HEADER, KEY_TTL_S, SendKey
 from ._logs import RateLimitFilter
 from ._outbox import (
@@ -69,9 +73,13 @@ __all__ = [
     "KINDS",
     "MAX_BODY_BYTES",
     "MAX_DEPTH",
+    "MAX_FILES",
+    "MAX_FILE_BYTES",
+    "MAX_TOTAL_BYTES",
     "STATES",
     "STORE_KEY",
     "ApiLimits",
+    "Attachment",
     "ConnectionBook",
     "DeliveryError",
     "DeliveryWorker",
@@ -97,6 +105,7 @@ __all__ = [
     "create_app",
     "drop_messages",
     "enqueue",
+    "file_summaries",
     "has_undelivered",
     "json_depth",
     "json_error",

@@ -42,8 +42,9 @@ from aiohttp import web
 from memory import Store, dumps_strict
 
 from ._errors import InvalidMessageError, KeyConflictError, TokenFileError
+from ._files import file_summaries
 from ._keys import KEY_HEADER, body_digest, check_key, recall_key, remember_key
-from ._outbox import STATES, count_by_state, list_messages, prepare, store_prepared
+from ._outbox import STATES, Prepared, count_by_state, list_messages, prepare, store_prepared
 from ._server import BOOK_KEY, LIMITS_KEY, ApiLimits, ConnectionBook
 from ._split import check_value
 
@@ -208,8 +209,6 @@ async def _error_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 # -- group commit ------------------------------------------------------------------------
 
-Prepared = tuple[str, list[dict[str, Any]]]
-
 
 @dataclass(frozen=True)
 class _Submission:
@@ -337,9 +336,11 @@ async def _health(request: web.Request) -> web.Response:
 
 
 def _list(store: Store, state: str | None, limit: int) -> list[dict[str, Any]]:
+    """The rows, each with its files as name, type and size (never the bytes)."""
     with store.read() as session:
         rows = list_messages(session=session, state=state, limit=limit)
-        return [r.model_dump() for r in rows]
+        files = file_summaries(session=session, ids=[r.id for r in rows if r.id is not None])
+        return [{**r.model_dump(), "files": files.get(r.id or 0, [])} for r in rows]
 
 
 async def _messages(request: web.Request) -> web.Response:

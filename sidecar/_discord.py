@@ -7,7 +7,10 @@ Two targets (:class:`DiscordConfig`):
 - a webhook URL: ``POST {webhook}?wait=true`` (``wait`` makes Discord answer with the
   created message, so we learn its id and know it exists).
 
-The channel target wins when both are configured. The answer is translated here, at
+A message with files is sent as ``multipart/form-data``: the body as ``payload_json``
+(its ``attachments`` name each file by ``id``) and each file as the part
+``files[<id>]``, for both targets, with the same nonce and ``wait``. The channel target
+wins when both are configured. The answer is translated here, at
 the boundary: 2xx returns :class:`Sent`; 429 raises :class:`RateLimitedError` with the
 ``retry_after`` from the body (or the ``Retry-After`` header); 5xx, timeouts and
 connection errors raise :class:`TransientError`; any other 4xx raises
@@ -18,7 +21,9 @@ message, a repr, or a log line: httpx's request log is filtered while a client i
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +31,7 @@ import httpx
 from pydantic import SecretStr
 
 from ._errors import RateLimitedError, RejectedError, TransientError
+from ._files import Attachment
 
 __all__ = ["DEFAULT_API_BASE", "DiscordClient", "DiscordConfig", "Sent"]
 
@@ -162,8 +168,16 @@ class DiscordClient:
     def redact(self, text: str) -> str:
         return redact(text, self._secrets)
 
-    async def send(self, payload: dict[str, Any], *, nonce: str | None) -> Sent:
-        """Post one message body; raise a :class:`DeliveryError` subclass unless it was created."""
+    async def send(
+        self,
+        payload: dict[str, Any],
+        *,
+        nonce: str | None,
+        files: Sequence[Attachment] = (),
+    ) -> Sent:
+        """Post one message body (with ``files``, as multipart, each as ``files[<id>]`` of
+        its ``attachments`` entry); raise a :class:`DeliveryError` subclass unless it was
+        created."""
         body = dict(payload)
         # Text from jobs and agents must never ping @everyone or a role by accident.
         body.setdefault("allowed_mentions", {"parse": []})
@@ -175,7 +189,11 @@ class DiscordClient:
         else:
             params = {"wait": "true"}
         try:
-            response = await self._http.post(self._url, json=body, params=params)
+            if files:
+                parts = _parts(body, files)
+                response = await self._http.post(self._url, files=parts, params=params)
+            else:
+                response = await self._http.post(self._url, json=body, params=params)
         except httpx.TimeoutException as exc:
             raise TransientError(
                 f"timed out after {self.config.timeout_s:g} s ({type(exc).__name__})"
@@ -227,3 +245,15 @@ class DiscordClient:
             discord_message=self.redact(discord_message),
             details=info.get("errors"),
         )
+
+
+def _parts(body: dict[str, Any], files: Sequence[Attachment]) -> list[tuple[str, Any]]:
+    """The multipart parts: ``payload_json`` first, then ``files[<id>]`` per attachment."""
+    ids = [a.get("id") for a in body.get("attachments", []) if isinstance(a, dict)]
+    if len(ids) != len(files):
+        raise ValueError(f"{len(files)} file(s) for {len(ids)} attachment entr(ies)")
+    payload_json = json.dumps(body, allow_nan=False, ensure_ascii=False).encode("utf-8")
+    parts: list[tuple[str, Any]] = [("payload_json", (None, payload_json, "application/json"))]
+    for file_id, f in zip(ids, files, strict=True):
+        parts.append((f"files[{file_id}]", (f.filename, f.data, f.content_type)))
+    return parts

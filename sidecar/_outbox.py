@@ -13,6 +13,10 @@ and :func:`drop_messages` (pending or dead -> dead).
 Error text stored in ``last_error`` is cleaned of lone surrogates first: SQLite refuses
 such text, and a row that cannot be updated would block the queue for ever.
 
+A message may carry files (a chart PNG): they live in the ``outbox_file`` side table
+(see ``_files``), written in the same transaction as their row, and go with the one row
+of a split message whose payload has ``attachments``.
+
 ``nonce`` is derived from the row id and a random salt stored once per database, so a
 resend of the same row carries the same nonce (Discord's ``enforce_nonce`` turns that
 into exactly-once for channel messages) while a fresh database never reuses the nonce
@@ -40,12 +44,14 @@ from ._errors import (
     MessageStateError,
     UnreadableMessageError,
 )
+from ._files import Attachment, check_files, drop_sent_bytes, insert_files
 from ._split import build_payloads
 
 __all__ = [
     "KINDS",
     "STATES",
     "OutboxMessage",
+    "Prepared",
     "claim_next",
     "count_by_state",
     "drop_messages",
@@ -115,15 +121,25 @@ def _nonce(salt: str, message_id: int) -> str:
     return digest[:NONCE_LENGTH]
 
 
+Prepared = tuple[str, list[dict[str, Any]], list[Attachment]]
+
+
 def prepare(
-    *, text: Any = None, embeds: Any = None, kind: str | None = None
-) -> tuple[str, list[dict[str, Any]]]:
-    """Validate and split a message without touching the database: ``(kind, payloads)``."""
+    *,
+    text: Any = None,
+    embeds: Any = None,
+    kind: str | None = None,
+    files: Sequence[Attachment] | None = None,
+) -> Prepared:
+    """Validate and split a message without touching the database: ``(kind, payloads,
+    files)``; the files go with the payload that has ``attachments``."""
     if kind is None:
         kind = "embed" if text is None and embeds is not None else "text"
     if not isinstance(kind, str) or kind not in KINDS:
         raise InvalidMessageError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
-    return kind, build_payloads(text, embeds)
+    checked = check_files(None if files is None else list(files))
+    payloads = build_payloads(text, embeds, [f.filename for f in checked])
+    return kind, payloads, checked
 
 
 # Ids are assigned here rather than by SQLite so that each row is written once, nonce
@@ -141,32 +157,45 @@ _INSERT = (
 )
 
 
+def _parts(message: Prepared | tuple[str, list[dict[str, Any]]]) -> Prepared:
+    if len(message) == 3:
+        return message
+    kind, payloads = message
+    return kind, payloads, []
+
+
 def store_prepared(
     *,
     session: Session,
-    messages: Sequence[tuple[str, list[dict[str, Any]]]],
+    messages: Sequence[Prepared | tuple[str, list[dict[str, Any]]]],
     now: float | None = None,
 ) -> list[list[int]]:
     """Insert already prepared messages (see :func:`prepare`); the new ids, per message.
 
     One ``executemany`` for the whole batch (the HTTP API commits many concurrent
-    requests at once this way). Must run inside ``store.write()``.
+    requests at once this way), and one for their files. Must run inside
+    ``store.write()``. A ``(kind, payloads)`` pair is a message without files.
     """
     now = time.time() if now is None else now
     out: list[list[int]] = [[] for _ in messages]
-    if not any(payloads for _, payloads in messages):
+    if not any(message[1] for message in messages):
         return out
     conn = session.connection()
     salt = _salt(session)
     next_id = int(conn.exec_driver_sql(_NEXT_ID).scalar_one())
     rows = []
-    for index, (kind, payloads) in enumerate(messages):
+    files: list[tuple[int, Sequence[Attachment]]] = []
+    for index, message in enumerate(messages):
+        kind, payloads, attached = _parts(message)
         for payload in payloads:
             body = json.dumps(payload, allow_nan=False)
             rows.append((next_id, now, kind, body, now, _nonce(salt, next_id)))
+            if attached and "attachments" in payload:
+                files.append((next_id, attached))
             out[index].append(next_id)
             next_id += 1
     conn.exec_driver_sql(_INSERT, rows)
+    insert_files(session=session, rows=files)
     return out
 
 
@@ -176,14 +205,16 @@ def enqueue(
     text: str | None = None,
     embeds: list[dict[str, Any]] | None = None,
     kind: str | None = None,
+    files: Sequence[Attachment] | None = None,
     now: float | None = None,
 ) -> list[OutboxMessage]:
     """Queue one message; long text becomes several rows, in order.
 
-    ``kind`` defaults to ``"embed"`` for embeds only, else ``"text"``. Raises
+    ``kind`` defaults to ``"embed"`` for embeds only, else ``"text"``. ``files`` go with
+    one of the rows (see :func:`prepare`), in the same transaction. Raises
     :class:`InvalidMessageError` (nothing stored) when the input is not sendable.
     """
-    prepared = prepare(text=text, embeds=embeds, kind=kind)
+    prepared = prepare(text=text, embeds=embeds, kind=kind, files=files)
     [ids] = store_prepared(session=session, messages=[prepared], now=now)
     q = select(OutboxMessage).where(col(OutboxMessage.id).in_(ids)).order_by(col(OutboxMessage.id))
     return list(session.exec(q).all())
@@ -283,6 +314,7 @@ def mark_sent(
     row.discord_message_id = None if discord_message_id is None else clean_text(discord_message_id)
     row.last_error = None
     session.add(row)
+    drop_sent_bytes(session=session, message_id=message_id)
     return row
 
 

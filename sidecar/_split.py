@@ -256,12 +256,18 @@ def _group_embeds(embeds: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     return groups
 
 
-def build_payloads(text: Any = None, embeds: Any = None) -> list[dict[str, Any]]:
+def build_payloads(
+    text: Any = None, embeds: Any = None, files: list[str] | None = None
+) -> list[dict[str, Any]]:
     """The Discord message bodies (``content`` and/or ``embeds``) for one request, in order.
 
     Text chunks come first; the first group of embeds rides on the last text chunk.
-    Raises :class:`InvalidMessageError` when the input is not text and/or a list of
-    embed objects, or when there is nothing to send.
+    ``files`` (names of files to upload) go with that same message: the last text chunk,
+    or the first message when there is no text; it gets ``attachments: [{"id": i,
+    "filename": name}]``. An embed's image or thumbnail ``attachment://<name>`` must
+    name one of the files and sit in that message. Raises :class:`InvalidMessageError`
+    when the input is not text and/or a list of embed objects, or when there is nothing
+    to send (files alone are something: they go with an empty content).
     """
     contents: list[str] = []
     if text is not None:
@@ -275,6 +281,34 @@ def build_payloads(text: Any = None, embeds: Any = None) -> list[dict[str, Any]]
     if groups and payloads:
         payloads[-1]["embeds"] = groups.pop(0)
     payloads += [{"embeds": g} for g in groups]
+    if not payloads and files:
+        payloads = [{"content": ""}]
     if not payloads:
         raise InvalidMessageError("nothing to send: text is empty and there are no embeds")
+    if files:
+        carrier = len(contents) - 1 if contents else 0
+        payloads[carrier]["attachments"] = [{"id": i, "filename": n} for i, n in enumerate(files)]
+    _check_references(payloads, files or [])
     return payloads
+
+
+_ATTACHMENT = "attachment://"
+
+
+def _check_references(payloads: list[dict[str, Any]], files: list[str]) -> None:
+    """Every ``attachment://name`` in an embed names a file of its own message."""
+    for n, payload in enumerate(payloads):
+        mine = {a["filename"] for a in payload.get("attachments", [])}
+        for embed in payload.get("embeds", []):
+            for key in ("image", "thumbnail"):
+                url = embed.get(key, {}).get("url", "")
+                if not url.startswith(_ATTACHMENT):
+                    continue
+                name = url[len(_ATTACHMENT) :]
+                if name not in files:
+                    raise InvalidMessageError(f"embed {key} {url!r} names no attached file")
+                if name not in mine:
+                    raise InvalidMessageError(
+                        f"embed {key} {url!r} is in message {n + 1} of the split, but the "
+                        "files go with the one that carries the first embeds"
+                    )

@@ -30,6 +30,10 @@ nonce: if the process dies (or the response is lost) after Discord created the m
 but before the row was marked ``sent``, that message is posted again on restart. Since
 delivery is sequential, at most the one message that was in flight can be duplicated.
 
+Files (a chart) are read with the claim and posted with the message as multipart; the
+outcomes above apply unchanged. A file missing from the database dead-letters its
+message like an unreadable payload. Once sent, the files' bytes are dropped.
+
 With no Discord configured the worker does not run; messages stay in the outbox and
 can be listed (``list_messages``, ``GET /messages``, ``harness messages``).
 """
@@ -51,6 +55,7 @@ from mistakes import record_incident
 
 from ._discord import DiscordClient, DiscordConfig, Sent
 from ._errors import DeliveryError, RateLimitedError, RejectedError, UnreadableMessageError
+from ._files import Attachment, load_files
 from ._outbox import (
     OutboxMessage,
     _head,
@@ -185,9 +190,15 @@ class DeliveryWorker:
         with self.store.read() as session:
             return has_undelivered(session=session)
 
-    def _claim(self, now: float) -> OutboxMessage | None:
+    def _claim(self, now: float) -> tuple[OutboxMessage, list[Attachment]] | None:
+        """The head of the queue, claimed, with its files (read in the same transaction)."""
         with self.store.write() as session:
-            return claim_next(session=session, now=now)
+            message = claim_next(session=session, now=now)
+            if message is None or message.id is None:
+                return None
+            return message, load_files(
+                session=session, message_id=message.id, payload=message.payload
+            )
 
     def _next_due(self) -> float | None:
         with self.store.read() as session:
@@ -223,15 +234,16 @@ class DeliveryWorker:
             return True
         self._wake.clear()
         try:
-            message = await asyncio.to_thread(self._claim, now)
+            claimed = await asyncio.to_thread(self._claim, now)
         except UnreadableMessageError as exc:
             await asyncio.to_thread(self._poisoned, exc.message_id, None, 0, exc)
             return True
-        if message is None:
+        if claimed is None:
             return False
+        message, files = claimed
         assert message.id is not None
         try:
-            sent = await client.send(message.payload, nonce=message.nonce)
+            sent = await client.send(message.payload, nonce=message.nonce, files=files)
         except RateLimitedError as exc:
             scope = "global" if exc.is_global else client.route
             self._blocked_until[scope] = self._clock() + exc.retry_after

@@ -10,6 +10,11 @@ Specified against Discord's documented behaviour:
   description 4,096, 25 fields of 256/1,024, footer 2,048, author 256, 6,000 in total)
   and answered 400 ``Invalid Form Body`` (50035) or ``Cannot send an empty message``
   (50006) like Discord;
+- a message with files comes as ``multipart/form-data``: the body as the ``payload_json``
+  part, each file as ``files[<n>]`` (with a filename and a content type); every
+  ``attachments`` entry of the body must name an uploaded part by its ``id``, at most 10
+  files, each at most 10 MiB (else 400 ``Invalid Form Body``); files alone are a message.
+  Accepted files are kept with the message (:class:`ReceivedFile`: name, type, bytes);
 - every answer to a message route carries ``X-RateLimit-*`` headers from a per-route
   bucket (generous by default; see :meth:`FakeDiscord.set_bucket`).
 
@@ -22,7 +27,8 @@ Misbehaviour on demand: :meth:`fail_for` (503 for a while), :meth:`rate_limit_ne
 
 Use it in tests as ``async with FakeDiscord() as fake:``; from another process run
 ``python -m tests.fakes.discord_server --port N`` and read/drive it over HTTP:
-``GET /_fake/messages``, ``GET /_fake/requests``, ``GET /_fake/violations``,
+``GET /_fake/messages`` (files with their bytes in base64 as ``data_b64``),
+``GET /_fake/requests``, ``GET /_fake/violations``,
 ``POST /_fake/config`` with any of ``{"fail_for": s, "rate_limit_next": {"route": r,
 "retry_after": s}, "refuse_next": {"count": n, "status": 404, "code": 10003,
 "message": "Unknown Channel"}, "unknown_channels": [id], "bucket": {"limit": n,
@@ -33,19 +39,42 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import json
 import math
 import signal
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
-__all__ = ["FakeDiscord", "Received", "RequestRecord", "main"]
+__all__ = ["FakeDiscord", "Received", "ReceivedFile", "RequestRecord", "main"]
 
 DEFAULT_BOT_TOKEN = "fake-bot-token-0123456789"
 DEFAULT_WEBHOOK_ID = "111"
 DEFAULT_WEBHOOK_TOKEN = "fake-webhook-token-abcdefghijklmnopqrstuvwxyz"
+MAX_FILES = 10
+MAX_FILE_BYTES = 10 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ReceivedFile:
+    """A file uploaded with a message: the ``files[<id>]`` part."""
+
+    id: int
+    filename: str
+    content_type: str
+    data: bytes
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "filename": self.filename,
+            "content_type": self.content_type,
+            "size": len(self.data),
+            "data_b64": base64.b64encode(self.data).decode("ascii"),
+        }
 
 
 @dataclass(frozen=True)
@@ -59,6 +88,13 @@ class Received:
     nonce: str | None
     t: float  # time.monotonic() of this process
     allowed_mentions: dict[str, Any] | None = None
+    files: tuple[ReceivedFile, ...] = ()
+    multipart: bool = False  # it came as multipart/form-data
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["files"] = [f.to_json() for f in self.files]
+        return data
 
 
 @dataclass(frozen=True)
@@ -257,7 +293,7 @@ class FakeDiscord:
     async def _channel(self, request: web.Request) -> web.Response:
         channel_id = request.match_info["channel_id"]
         route = self.channel_route(channel_id)
-        body = await self._body(request)
+        body, files, problem = await self._read(request)
         nonce = body.get("nonce") if isinstance(body, dict) else None
         if request.headers.get("Authorization") != f"Bot {self.bot_token}":
             return self._answer(route, 401, {"message": "401: Unauthorized", "code": 0}, nonce)
@@ -266,7 +302,7 @@ class FakeDiscord:
             return early
         if channel_id in self.unknown_channels:
             return self._answer(route, 404, {"message": "Unknown Channel", "code": 10003}, nonce)
-        problem = self._check(body)
+        problem = problem or self._check(body, files)
         if problem is not None:
             return self._answer(route, 400, problem, nonce)
         if nonce is not None and (not isinstance(nonce, str | int) or len(str(nonce)) > 25):
@@ -275,14 +311,14 @@ class FakeDiscord:
             original = self._state.nonces.get((route, str(nonce)))
             if original is not None:
                 return self._answer(route, 200, original, nonce)
-        message = self._create(route, body, channel_id)
+        message = self._create(route, body, channel_id, files, request)
         if nonce is not None:
             self._state.nonces[(route, str(nonce))] = message
         return self._answer(route, 200, message, nonce)
 
     async def _webhook(self, request: web.Request) -> web.Response:
         route = f"webhook:{request.match_info['webhook_id']}"
-        body = await self._body(request)
+        body, files, problem = await self._read(request)
         if (
             request.match_info["webhook_id"] != self.webhook_id
             or request.match_info["token"] != self.webhook_token
@@ -291,19 +327,47 @@ class FakeDiscord:
         early = self._gate(route, None)
         if early is not None:
             return early
-        problem = self._check(body)
+        problem = problem or self._check(body, files)
         if problem is not None:
             return self._answer(route, 400, problem)
-        message = self._create(route, body, "webhook-channel")
+        message = self._create(route, body, "webhook-channel", files, request)
         if request.query.get("wait", "").lower() in ("true", "1"):
             return self._answer(route, 200, message)
         return self._answer(route, 204, None)
 
-    async def _body(self, request: web.Request) -> Any:
-        try:
-            return await request.json()
-        except ValueError:
-            return None
+    async def _read(
+        self, request: web.Request
+    ) -> tuple[Any, list[ReceivedFile], dict[str, Any] | None]:
+        """(body, files, a 400 body or None): JSON, or multipart with ``payload_json``."""
+        if request.content_type != "multipart/form-data":
+            try:
+                return await request.json(), [], None
+            except ValueError:
+                return None, [], None
+        body: Any = None
+        files: list[ReceivedFile] = []
+        reader = await request.multipart()
+        while True:
+            part = await reader.next()
+            if part is None:
+                break
+            if not isinstance(part, BodyPartReader):
+                return None, [], _form_error("nested multipart is not supported")
+            name = part.name or ""
+            data = bytes(await part.read(decode=False))
+            if name == "payload_json":
+                try:
+                    body = json.loads(data)
+                except ValueError:
+                    return None, [], _form_error("payload_json: not JSON")
+            elif name.startswith("files[") and name.endswith("]") and name[6:-1].isdigit():
+                if not part.filename:
+                    return None, [], _form_error(f"{name}: a file part needs a filename")
+                ctype = part.headers.get("Content-Type", "application/octet-stream")
+                files.append(ReceivedFile(int(name[6:-1]), part.filename, ctype, data))
+            else:
+                return None, [], _form_error(f"unexpected form part {name!r}")
+        return body, files, None
 
     def _gate(self, route: str, nonce: Any) -> web.Response | None:
         """Outage, explicit 429s, the bucket and queued refusals, in that order."""
@@ -351,9 +415,12 @@ class FakeDiscord:
         headers = {"Retry-After": str(math.ceil(retry_after)), "X-RateLimit-Scope": "user"}
         return self._answer(route, 429, body, nonce, headers)
 
-    def _check(self, body: Any) -> dict[str, Any] | None:
+    def _check(self, body: Any, files: list[ReceivedFile]) -> dict[str, Any] | None:
         if not isinstance(body, dict):
             return {"message": "400: Bad Request", "code": 0}
+        problem = _file_problems(body, files)
+        if problem is not None:
+            return _form_error(problem)
         content, embeds = body.get("content"), body.get("embeds")
         if content is not None and (not isinstance(content, str) or len(content) > 2000):
             return _form_error("content: must be 2000 or fewer in length")
@@ -361,11 +428,18 @@ class FakeDiscord:
             problem = _embed_problems(embeds)
             if problem is not None:
                 return _form_error(problem)
-        if not (content or "").strip() and not embeds:
+        if not (content or "").strip() and not embeds and not files:
             return {"message": "Cannot send an empty message", "code": 50006}
         return None
 
-    def _create(self, route: str, body: dict[str, Any], channel_id: str) -> dict[str, Any]:
+    def _create(
+        self,
+        route: str,
+        body: dict[str, Any],
+        channel_id: str,
+        files: list[ReceivedFile],
+        request: web.Request,
+    ) -> dict[str, Any]:
         self._state.next_id += 1
         message_id = str(self._state.next_id)
         nonce = body.get("nonce")
@@ -377,6 +451,8 @@ class FakeDiscord:
             nonce=str(nonce) if nonce is not None else None,
             t=time.monotonic(),
             allowed_mentions=body.get("allowed_mentions"),
+            files=tuple(files),
+            multipart=request.content_type == "multipart/form-data",
         )
         self._state.messages.append(received)
         return {
@@ -384,6 +460,9 @@ class FakeDiscord:
             "channel_id": channel_id,
             "content": received.content or "",
             "embeds": received.embeds or [],
+            "attachments": [
+                {"id": str(f.id), "filename": f.filename, "size": len(f.data)} for f in files
+            ],
             "nonce": received.nonce,
             "type": 0,
         }
@@ -420,7 +499,7 @@ class FakeDiscord:
     # -- control routes (for tests in another process) -----------------------------------
 
     async def _dump_messages(self, request: web.Request) -> web.Response:
-        return web.json_response([asdict(m) for m in self._state.messages])
+        return web.json_response([m.to_json() for m in self._state.messages])
 
     async def _dump_requests(self, request: web.Request) -> web.Response:
         return web.json_response([asdict(r) for r in self._state.requests])
@@ -452,6 +531,26 @@ class FakeDiscord:
         if "bucket" in conf:
             self.set_bucket(int(conf["bucket"]["limit"]), float(conf["bucket"]["window"]))
         return web.json_response({"ok": True})
+
+
+def _file_problems(body: dict[str, Any], files: list[ReceivedFile]) -> str | None:
+    """Discord's rules for uploads: attachments name parts by id, 10 files, size."""
+    if len(files) > MAX_FILES:
+        return f"files: must be {MAX_FILES} or fewer in length"
+    for f in files:
+        if len(f.data) > MAX_FILE_BYTES:
+            return f"files[{f.id}]: file exceeds the maximum size"
+    uploaded = {f.id for f in files}
+    attachments = body.get("attachments", [])
+    if not isinstance(attachments, list):
+        return "attachments: must be an array"
+    for i, entry in enumerate(attachments):
+        aid = entry.get("id") if isinstance(entry, dict) else None
+        if isinstance(aid, str) and aid.isdigit():
+            aid = int(aid)
+        if not isinstance(aid, int) or aid not in uploaded:
+            return f"attachments.{i}.id: no files[{aid}] part was uploaded"
+    return None
 
 
 def _form_error(detail: str) -> dict[str, Any]:
