@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import secrets
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -18,6 +19,11 @@ from harness.daemon.serve import DaemonInfo
 from harness.errors import DaemonError
 
 __all__ = ["DaemonClient"]
+
+
+def _run_path(run_id: str, *rest: str) -> str:
+    """``/runs/<id>/...`` with the id escaped: a ``/`` or ``?`` in it stays part of the id."""
+    return "/".join(["/runs", quote(run_id, safe=""), *rest])
 
 
 class DaemonClient:
@@ -71,12 +77,25 @@ class DaemonClient:
     def launch(self, spec: dict[str, Any], source: str) -> str:
         return str(self._call("POST", "/runs", {"spec": spec, "source": source})["id"])
 
+    def launch_preset(self, preset: str, overrides: list[str]) -> str:
+        """Start a preset of the daemon's with ``--set`` items (``args.steps=200``)."""
+        return str(self._call("POST", "/runs", {"preset": preset, "set": overrides})["id"])
+
     def run(self, run_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("GET", f"/runs/{run_id}")
+        result: dict[str, Any] = self._call("GET", _run_path(run_id))
         return result
 
-    def abort(self, run_id: str, reason: str) -> None:
-        self._call("POST", f"/runs/{run_id}/abort", {"reason": reason, "by": "terminal"})
+    def runs(self, *, active: bool = False) -> list[dict[str, Any]]:
+        """The latest runs (at most 100), newest first; ``active``: only those not ended."""
+        return list(self._call("GET", "/runs?active=1" if active else "/runs")["runs"])
+
+    def abort(self, run_id: str, reason: str, *, by: str = "terminal") -> None:
+        self._call("POST", _run_path(run_id, "abort"), {"reason": reason, "by": by})
+
+    def set_controls(self, run_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+        """Merge ``changes`` into the run's live controls; the controls the job reads now."""
+        result: dict[str, Any] = self._call("POST", _run_path(run_id, "controls"), changes)
+        return dict(result["controls"])
 
     def send(self, text: str, *, key: str | None = None) -> list[int]:
         """Queue ``text``; the ids of its rows. Retried once, same key, on a lost answer."""
