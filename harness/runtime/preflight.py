@@ -272,6 +272,8 @@ def preflight_checks(
         gpu_item = _gpu_check(spec, gpu)
         if gpu_item is not None:
             items.append(gpu_item)
+        if spec.launcher == "torchrun":
+            items.append(_torchrun_check(spec, run_dir, gpu))
     # The command itself.
     try:
         resolve_command(spec.command, run_dir=run_dir)
@@ -291,6 +293,59 @@ def preflight_checks(
             got, _ = _preflight_command(argv, spec, run_dir, env, cwd)
             items += got
     return items
+
+
+# Where the interpreter finds torch's torchrun, without importing torch (seconds).
+_FIND_TORCHRUN = (
+    "import importlib.util as u, pathlib, sys\n"
+    "s = u.find_spec('torch')\n"
+    "p = s and s.submodule_search_locations and "
+    "pathlib.Path(list(s.submodule_search_locations)[0], 'distributed', 'run.py')\n"
+    "print(p if p and p.is_file() else '')"
+)
+
+
+def _torchrun_check(spec: RunSpec, run_dir: Path, gpu: GpuProbe | None) -> CheckItem:
+    """torchrun can run the command: the interpreter it runs under has torch's
+    ``torch.distributed.run``, and a GPU job has a GPU for each of its ranks."""
+    from harness.runtime.launchers.torchrun import torchrun_argv
+
+    cfg = spec.torchrun
+    try:
+        argv, _ = torchrun_argv(resolve_command(spec.command, run_dir=run_dir), cfg, run_dir)
+    except SpecError as exc:
+        return CheckItem("torchrun", False, str(exc))
+    python = argv[0]
+    try:
+        found = subprocess.run(
+            [python, "-P", "-c", _FIND_TORCHRUN],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        ).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return CheckItem("torchrun", False, f"cannot ask {python} for torch: {exc}")
+    if not found:
+        return CheckItem(
+            "torchrun", False, f"{python} has no torch.distributed.run (install torch for it)"
+        )
+    ranks = cfg.nproc_per_node
+    if spec.device.startswith("cuda"):
+        probe = gpu if gpu is not None else GpuProbe()
+        try:
+            count = probe.device_count if probe.available else None
+        finally:
+            if gpu is None:
+                probe.close()
+        if count is not None and ranks > count:
+            return CheckItem(
+                "torchrun",
+                False,
+                f"nproc_per_node = {ranks} on a machine with {count} GPU(s) (NVML): "
+                "each rank needs its own GPU",
+            )
+    return CheckItem("torchrun", True, f"{ranks} rank(s) under {python} ({found})")
 
 
 def _slurm_check() -> CheckItem:
