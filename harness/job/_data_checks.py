@@ -87,17 +87,20 @@ def check_vocab_size(
         if vocab is None:
             vocab, source = top + 1, "batch max id + 1, a lower bound"
     assert vocab is not None
-    if vocab > rows:
+    from_batch = source.startswith("batch")
+    if vocab > rows and not from_batch:  # from the batch: the token id above says it
         problems.append(f"vocabulary of {vocab} ({source}) > {rows} rows of embedding {emb_name}")
     out_text = ""
     if head is not None:
         head_name, linear = head
         outs = linear.out_features
         out_text = f", output {head_name} ({outs})"
-        if outs < vocab:
+        if outs < vocab and not from_batch:
             problems.append(
                 f"output layer {head_name} has {outs} outputs < vocabulary of {vocab} ({source})"
             )
+        elif outs < vocab:
+            problems.append(f"token id {vocab - 1} in the batch >= {outs} outputs of {head_name}")
         if labels is not None:
             valid = labels[labels >= 0]
             if valid.numel() and int(valid.max()) >= outs:
@@ -197,13 +200,13 @@ def check_padding_side(
     rising, falling = (step > 0).any(dim=1), (step < 0).any(dim=1)
     left, right = padded & ~falling, padded & ~rising
     wrong = (padded & ~right) if side == "right" else (padded & ~left)
-    who = "decoder" if causal else "encoder"
+    who = "a decoder" if causal else "an encoder"
     n, n_padded, n_wrong = mask.shape[0], int(padded.sum()), int(wrong.sum())
     if not n_wrong:
         return result(
             "padding_side",
             True,
-            f"all {n_padded} padded rows of {n} are {side}-padded ({who})"
+            f"all {n_padded} padded rows of {n} are {side}-padded ({who.split()[1]})"
             if n_padded
             else f"no row of {n} is padded",
         )
@@ -215,7 +218,7 @@ def check_padding_side(
     return result(
         "padding_side",
         False,
-        f"{n_wrong} of {n} rows are {kind}; a {who} trains on {side} padding: rows {names(rows)}",
+        f"{n_wrong} of {n} rows are {kind}; {who} trains on {side} padding: rows {names(rows)}",
     )
 
 
