@@ -49,6 +49,7 @@ from ._outbox import (
     KINDS,
     STATES,
     OutboxMessage,
+    Prepared,
     claim_next,
     count_by_state,
     drop_messages,
@@ -59,8 +60,10 @@ from ._outbox import (
     mark_retry,
     mark_sent,
     next_due,
+    prepare,
     reset_stuck,
     retry_messages,
+    store_prepared,
 )
 from ._server import ApiLimits, ConnectionBook, serve
 from ._split import build_payloads, split_text
@@ -90,6 +93,7 @@ __all__ = [
     "MessageNotFoundError",
     "MessageStateError",
     "OutboxMessage",
+    "Prepared",
     "RateLimitFilter",
     "RateLimitedError",
     "RejectedError",
@@ -116,10 +120,12 @@ __all__ = [
     "mark_retry",
     "mark_sent",
     "next_due",
+    "prepare",
     "read_json",
     "reset_stuck",
     "retry_messages",
     "serve",
     "split_text",
+    "store_prepared",
     "token_file",
 ]

@@ -4,6 +4,7 @@ Sections (each component is handed its own)::
 
     paths       where state lives (not from the file: HARNESS_HOME or the XDG dirs)
     heartbeat   interval_s, misfire_grace_s                      -> the scheduler
+                charts, chart_timeout_s, chart_every_s            -> the charts
     sidecar     port, max_connections, idle_timeout_s,
                 body_timeout_s                                    -> the HTTP API
     supervisor  store_give_up_s                                   -> the supervisor
@@ -122,6 +123,12 @@ class Paths(BaseModel):
 class HeartbeatSection(_Section):
     interval_s: float = Field(300.0, gt=0, le=7 * 86400)
     misfire_grace_s: float = Field(60.0, ge=0, le=86400)
+    #: heartbeats and end-of-run alerts carry a PNG chart per run (docs/charts.md)
+    charts: bool = True
+    #: a chart not drawn within this long is left out (the text goes without it)
+    chart_timeout_s: float = Field(15.0, gt=0, le=600)
+    #: a run's chart is drawn at most this often; heartbeats between reuse the last one
+    chart_every_s: float = Field(60.0, ge=0, le=86400)
 
 
 class SidecarSection(_Section):

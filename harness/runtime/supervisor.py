@@ -70,6 +70,7 @@ from harness.runtime.watch import (
     PROGRESS_EVERY_S,
     TAIL_EVERY_S,
     CardFn,
+    EndedFn,
     Job,
     NotifyFn,
     Watch,
@@ -110,7 +111,8 @@ class Supervisor:
     """Launches and watches runs on the current event loop.
 
     ``guard`` sets how store failures are retried and when supervision gives up;
-    ``say`` is where a degraded supervisor says so (one line each, stderr by default).
+    ``say`` is where a degraded supervisor says so (one line each, stderr by default);
+    ``ended`` gets the end-of-run alert with the final row (else ``notify`` does).
     """
 
     def __init__(
@@ -120,6 +122,7 @@ class Supervisor:
         *,
         notify: NotifyFn | None = None,
         cards: CardFn | None = None,
+        ended: EndedFn | None = None,
         gpu: GpuProbe | None = None,
         guard: GuardConfig | None = None,
         say: Say | None = None,
@@ -128,6 +131,7 @@ class Supervisor:
         self.runs_dir = Path(runs_dir)
         self.notify: NotifyFn = notify or (lambda text, alert: None)
         self.cards = cards  # alerts with an embed (a diagnosis card); None: their text
+        self.ended = ended  # the end-of-run alert, with the final row (the chart's run)
         self.guard = guard or GuardConfig()
         self._say: Say = say or say_stderr
         self._gpu = gpu
@@ -310,6 +314,7 @@ class Supervisor:
             guard=self.guard,
             notify=self.notify,
             cards=self.cards,
+            ended=self.ended,
             gpu=self._gpu_probe,
             now=loop.time(),
         )

@@ -52,6 +52,7 @@ from harness.core.rules import Finding
 from harness.core.spec import RunSpec
 from harness.job.protocol import METRICS_FILE, STDERR_FILE
 from harness.runtime import procs
+from harness.runtime.chart import UTIL_FILE, UtilLog
 from harness.runtime.controls import update_controls
 from harness.runtime.guard import GuardConfig, Outcome, RunWriter, describe_error, settled
 from harness.runtime.launchers import JobHandle, launcher_of
@@ -71,7 +72,15 @@ from harness.runtime.specs import resolve_command, with_resume
 from harness.runtime.tail import MetricsTail, TailBatch
 from memory import Run, Store, clean_text
 
-__all__ = ["CONTROL_EVERY_S", "PROGRESS_EVERY_S", "TAIL_EVERY_S", "CardFn", "Job", "Watch"]
+__all__ = [
+    "CONTROL_EVERY_S",
+    "PROGRESS_EVERY_S",
+    "TAIL_EVERY_S",
+    "CardFn",
+    "EndedFn",
+    "Job",
+    "Watch",
+]
 
 log = logging.getLogger("harness.supervisor")
 
@@ -81,6 +90,8 @@ PROGRESS_EVERY_S = 2.0
 STDERR_TAIL_BYTES = 4096
 NotifyFn = Callable[[str, bool], None]
 CardFn = Callable[[str, dict[str, Any]], None]  # (text for the terminal, Discord embed)
+#: an end-of-run alert: (text, the final row); the daemon sends it with the run's chart
+EndedFn = Callable[[str, Run], None]
 
 
 @dataclass
@@ -141,6 +152,7 @@ class Watch:
         guard: GuardConfig,
         notify: NotifyFn,
         cards: CardFn | None = None,
+        ended: EndedFn | None = None,
         gpu: Callable[[], Awaitable[GpuProbe]],
         now: float,
     ) -> None:
@@ -149,6 +161,9 @@ class Watch:
         self.guard = guard
         self.notify = notify
         self.cards = cards  # where an alert with an embed goes (the daemon: Discord)
+        self.ended = ended  # where the end-of-run alert goes (the daemon: with the chart)
+        self._final: Run | None = None  # the final row, once Finish was carried out
+        self._util = UtilLog(job.run_dir / UTIL_FILE)
         self._gpu = gpu
         mono_start = now - max(time.time() - job.started_wall, 0.0)
         self.machine = RunMachine(job.spec, started_at=mono_start)
@@ -220,7 +235,9 @@ class Watch:
                 acts += machine.handle(Tick(now))
             elif now >= state.next_sample:
                 state.next_sample = now + job.spec.watch.sample_every_s
-                acts += machine.handle(await self._sample(gpu, now))
+                sample = await self._sample(gpu, now)
+                acts += machine.handle(sample)
+                await self._record_util(sample)
             else:
                 acts += machine.handle(Tick(now))
         if not exited:
@@ -310,6 +327,16 @@ class Watch:
             )
 
         return await asyncio.to_thread(probe)
+
+    async def _record_util(self, sample: ProbeSample) -> None:
+        """Keep the sample in the run's utilisation series (``util.jsonl``), when due."""
+        wall = time.time()
+        if not self._util.due(wall):
+            return
+        held = [g for g in sample.gpus if g.held]
+        shown = held or (list(sample.gpus) if self.job.spec.device.startswith("cuda") else [])
+        gpus = {str(g.index): g.busy for g in shown}
+        await asyncio.to_thread(self._util.add, wall, sample.cpu_util, gpus)
 
     async def _controls(self, now: float) -> list[Action]:
         """Aborts asked here or in the database, and the store's health."""
@@ -428,7 +455,9 @@ class Watch:
             submit_incident(job.writer, store, job.run_id, act.finding, act.severity, act.action)
         elif isinstance(act, Notify):
             try:
-                if act.embed is not None and self.cards is not None:
+                if self._final is not None and act.alert and self.ended is not None:
+                    self.ended(f"{act.text} [{job.run_id}]", self._final)
+                elif act.embed is not None and self.cards is not None:
                     self.cards(f"{act.text} [{job.run_id}]", dict(act.embed))
                 else:
                     self.notify(f"{act.text} [{job.run_id}]", act.alert)
@@ -458,6 +487,7 @@ class Watch:
             row = outcome.value if outcome.ok else None
             if row is None:  # the store is down: what this process knows, as the answer
                 row = final_row(job.row, act.status, act.summary, result, code)
+            self._final = row  # the alert that follows is the end-of-run one
             return row
         return None
 
