@@ -22,6 +22,7 @@ from sidecar import (
     RateLimitFilter,
     drop_messages,
     enqueue,
+    file_summaries,
     list_messages,
     load_or_create_token,
     retry_messages,
@@ -125,6 +126,10 @@ def _message_line(m: dict[str, Any]) -> str:
     embeds = payload.get("embeds")
     if not text and isinstance(embeds, list) and embeds and isinstance(embeds[0], dict):
         text = f"[embed] {embeds[0].get('title', '')}: {embeds[0].get('description', '')}"
+    files = m.get("files") or []
+    if files:
+        shown = ", ".join(f"{f['filename']} {max(int(f['size']) // 1024, 1)} KB" for f in files)
+        text = f"[+{_shown(shown, 120)}] {text}"
     err = ""
     if m.get("last_error") and m.get("state") != "sent":
         err = f"  ({_shown(m['last_error'], 200)})"
@@ -138,7 +143,8 @@ def cmd_messages(args: argparse.Namespace) -> int:
     state = "dead" if args.dead else args.state
     with store_for(args) as store, store.read() as s:
         rows = list_messages(session=s, state=state, limit=args.limit)
-        data = [m.model_dump() for m in rows]
+        files = file_summaries(session=s, ids=[m.id for m in rows if m.id is not None])
+        data = [{**m.model_dump(), "files": files.get(m.id or 0, [])} for m in rows]
     if args.json:
         emit_json(data)  # strict JSON: cleaned and made finite by emit_json
         return EXIT_OK

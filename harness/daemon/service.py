@@ -32,10 +32,9 @@ from typing import Any
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 import mistakes as ml
-from harness.core.format import key_metric_of
 from harness.core.heartbeat import HeartbeatView, build_heartbeat
 from harness.daemon.config import Settings
-from harness.runtime.chart import ChartRenderer, describe
+from harness.runtime.chart import ChartRenderer, describe_run
 from harness.runtime.guard import GuardConfig
 from harness.runtime.probes import read_ram
 from harness.runtime.supervisor import Supervisor
@@ -285,19 +284,7 @@ class Service:
         except StoreError as exc:
             log.warning("charts: the incidents of %s could not be read: %s", run.id, exc)
             incidents = []
-        progress = run.progress or {}
-        spec = run.spec or {}
-        desc = describe(
-            run_id=run.id,
-            name=run.name,
-            status=run.status,
-            run_dir=run.run_dir or "",
-            key_metric=key_metric_of(spec),
-            device=str(progress.get("device") or spec.get("device") or ""),
-            started_at=run.started_at,
-            incidents=incidents,
-        )
-        png = await self.renderer.render(desc)
+        png = await self.renderer.render(describe_run(run, incidents))
         if png is None:
             return None
         if len(png) > MAX_CHART_BYTES:

@@ -27,6 +27,7 @@ __all__ = [
     "UtilLog",
     "chart_png",
     "describe",
+    "describe_run",
     "load_series",
 ]
 
@@ -37,7 +38,14 @@ if TYPE_CHECKING:
         ChartError,
         ChartRenderer,
     )
-    from harness.runtime.chart._series import MAX_POINTS, Marker, Series, describe, load_series
+    from harness.runtime.chart._series import (
+        MAX_POINTS,
+        Marker,
+        Series,
+        describe,
+        describe_run,
+        load_series,
+    )
     from harness.runtime.chart._util import UTIL_FILE, UtilLog
 
 __getattr__, __dir__ = exports(
@@ -51,6 +59,7 @@ __getattr__, __dir__ = exports(
         "Marker": "harness.runtime.chart._series",
         "Series": "harness.runtime.chart._series",
         "describe": "harness.runtime.chart._series",
+        "describe_run": "harness.runtime.chart._series",
         "load_series": "harness.runtime.chart._series",
         "UTIL_FILE": "harness.runtime.chart._util",
         "UtilLog": "harness.runtime.chart._util",

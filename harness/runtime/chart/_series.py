@@ -1,4 +1,5 @@
-"""What a chart shows, read from the run dir: stdlib only, so tests and the CLI share it.
+"""What a chart shows, read from the run dir (no matplotlib): the daemon, the renderer and
+``harness plot`` share it.
 
 The chart of a run is described by a small JSON object (:func:`describe`, built by the
 supervisor side from the run's row and its incidents; this is what the renderer reads on
@@ -26,13 +27,17 @@ import stat
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from harness.core.format import key_metric_of
 from harness.job.protocol import METRICS_FILE
 
 from ._util import UTIL_FILE
 
-__all__ = ["MAX_POINTS", "Marker", "Series", "describe", "load_series"]
+if TYPE_CHECKING:
+    from memory import Run
+
+__all__ = ["MAX_POINTS", "Marker", "Series", "describe", "describe_run", "load_series"]
 
 MAX_POINTS = 1500
 _MAX_LINE = 1 << 20
@@ -114,6 +119,22 @@ def describe(
         "started_at": started_at,
         "incidents": [{"t": t, "rule": rule, "severity": sev} for t, rule, sev in shown],
     }
+
+
+def describe_run(run: Run, incidents: Sequence[tuple[float, str, str]]) -> dict[str, Any]:
+    """:func:`describe` for a run's row (the daemon's charts and ``harness plot``)."""
+    spec = run.spec or {}
+    progress = run.progress or {}
+    return describe(
+        run_id=run.id,
+        name=run.name,
+        status=run.status,
+        run_dir=run.run_dir or "",
+        key_metric=key_metric_of(spec),
+        device=str(progress.get("device") or spec.get("device") or ""),
+        started_at=run.started_at,
+        incidents=incidents,
+    )
 
 
 def _lines(path: Path) -> Iterator[bytes]:
