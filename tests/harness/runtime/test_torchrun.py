@@ -304,7 +304,12 @@ def wait_ready(job: TorchrunJob, ranks: int, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         logs = [rank_logs(job.run_dir, r) for r in range(ranks)]
-        if all(log and "ready" in log[-1].read_text() for log in logs):
+        # and torchrun's agent is done starting them: its tee has copied each "ready" (a
+        # SIGINT while the agent is still in start_processes never reaches the ranks)
+        tee = (job.run_dir / "stdout.log").read_text()
+        if all(log and "ready" in log[-1].read_text() for log in logs) and all(
+            f"[default{r}]:ready" in tee for r in range(ranks)
+        ):
             return
         assert not job.poll()[0], (job.run_dir / "stderr.log").read_text()
         time.sleep(0.05)
