@@ -20,7 +20,7 @@ def cmd_mcp(args: argparse.Namespace) -> int:
     try:
         import mcp.server  # noqa: F401
     except ImportError as exc:
-        missing = isinstance(exc, ModuleNotFoundError) and exc.name == "mcp"
+        missing = isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] == "mcp"
         raise UsageError(MISSING if missing else f"{MISSING} (it failed to load: {exc})") from None
     from harness.daemon.mcp import serve_mcp
 
