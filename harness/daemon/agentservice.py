@@ -81,10 +81,11 @@ def _view(run: Run) -> dict[str, Any]:
 class AgentService:
     """The operations over the store at ``paths`` and the daemon of that state dir.
 
-    ``port`` is the configured API port, named when the daemon is not running.
+    ``port`` is the configured API port, named when the daemon is not running;
+    ``timeout_s`` bounds one call to the daemon (a launch waits for the preflight).
     """
 
-    def __init__(self, paths: Paths, *, port: int, timeout_s: float = 60.0) -> None:
+    def __init__(self, paths: Paths, *, port: int, timeout_s: float = 120.0) -> None:
         self.paths = paths
         self.port = port
         self.timeout_s = timeout_s

@@ -214,6 +214,11 @@ def serve_mcp(paths: Paths, *, port: int) -> int:
     logging.basicConfig(
         stream=sys.stderr, level=logging.INFO, format="harness mcp: %(levelname)s %(message)s"
     )
+    if sys.stdin.isatty():  # a person ran it by hand
+        log.info(
+            "serving the Model Context Protocol on stdin/stdout for a coding agent "
+            "(see docs/mcp.md); Ctrl-D ends it"
+        )
     service = AgentService(paths, port=port)
     try:
         build_server(service).run("stdio")
