@@ -215,3 +215,20 @@ def test_a_config_that_is_a_pipe_is_refused_without_reading_it(tmp_path: Path) -
     os.mkfifo(fifo)
     with pytest.raises(ConfigError, match=r"harness.toml: not a regular file"):
         load_settings({"HARNESS_HOME": str(tmp_path)}, config=fifo)
+
+
+def test_the_chart_switches(tmp_path: Path) -> None:
+    defaults = load_settings({"HARNESS_HOME": str(tmp_path)}).heartbeat
+    assert defaults.charts is True and defaults.chart_timeout_s == 15
+    env = home_with(tmp_path, "[heartbeat]\ncharts = false\nchart_every_s = 0\n")
+    off = load_settings(env)
+    assert off.heartbeat.charts is False and off.heartbeat.chart_every_s == 0
+    assert off.sources["heartbeat.charts"] == str(tmp_path / "harness.toml")
+    on = load_settings({**env, "HARNESS_HEARTBEAT__CHARTS": "true"})
+    assert on.heartbeat.charts is True
+    assert on.sources["heartbeat.charts"] == "env HARNESS_HEARTBEAT__CHARTS"
+    with pytest.raises(ConfigError, match=r"heartbeat\.charts.*got 'no'") as caught:
+        load_settings(home_with(tmp_path, '[heartbeat]\ncharts = "no"\n'))
+    assert "\n" not in str(caught.value)
+    with pytest.raises(ConfigError, match=r"heartbeat\.chart_timeout_s"):
+        load_settings(home_with(tmp_path, "[heartbeat]\nchart_timeout_s = 0\n"))
