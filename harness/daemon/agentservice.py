@@ -43,7 +43,7 @@ from memory import (
     json_safe,
     list_runs,
 )
-from sidecar import load_or_create_token
+from sidecar import SidecarError, load_or_create_token
 
 __all__ = ["REFUSALS", "AgentService", "DaemonDownError"]
 
@@ -64,6 +64,7 @@ REFUSALS: tuple[type[Exception], ...] = (
     RunNotFoundError,
     NoteNotFoundError,
     InvalidTextError,
+    SidecarError,  # the API token file cannot be used
 )
 
 
