@@ -71,7 +71,7 @@ class _Server(MCPServer[Any]):
             cause = exc.__cause__
             if isinstance(cause, ValidationError):
                 message = _bad_arguments(cause)
-            elif isinstance(cause, ToolError):  # ours, from _call
+            elif isinstance(cause, ToolError):  # ours: a refusal raised by call() below
                 message = str(cause)
             else:  # the SDK's own: "Unknown tool: x"
                 message = one_line(str(exc))
