@@ -98,7 +98,8 @@ def set_lr(optimizers: Sequence[Any], schedulers: Iterable[Any], lr: float) -> f
         raise ControlRejected(f"the optimizer's base lr is {ref}: cannot scale it")
     factor = lr / ref
     for s in scheds:
-        for attr in ("base_lrs", "max_lrs"):  # max_lrs: CyclicLR
+        # max_lrs: CyclicLR; _last_lr: what get_last_lr() (the Trainer's logged rate) says
+        for attr in ("base_lrs", "max_lrs", "_last_lr"):
             values = getattr(s, attr, None)
             if isinstance(values, list):
                 setattr(s, attr, [v * factor for v in values])

@@ -11,9 +11,9 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainerCallback, TrainingArguments
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import knob, wait_for_lr  # noqa: E402
+from _common import knob, wait_for_lr
 
-from harness.job.hf import HarnessCallback  # noqa: E402
+from harness.job.hf import HarnessCallback
 
 VOCAB, SEQ = 64, 16
 
@@ -46,7 +46,10 @@ def main() -> None:
         mlp.forward = lambda h: forward(h).detach()  # the mistake: block 1's MLP never learns
     top = VOCAB + 16 if knob("FW_VOCAB_OVER") else VOCAB
     ids = torch.randint(0, top, (48, SEQ))
-    data = [{"input_ids": r, "labels": r, "attention_mask": torch.ones(SEQ, dtype=torch.long)} for r in ids]
+    data = [
+        {"input_ids": r, "labels": r, "attention_mask": torch.ones(SEQ, dtype=torch.long)}
+        for r in ids
+    ]
     run_dir = Path(os.environ.get("HARNESS_RUN_DIR", "."))
     args = TrainingArguments(
         output_dir=str(run_dir / "out"),

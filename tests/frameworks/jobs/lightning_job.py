@@ -13,9 +13,9 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import knob, wait_for_lr  # noqa: E402
+from _common import knob, wait_for_lr
 
-from harness.job.lightning import HarnessCallback  # noqa: E402
+from harness.job.lightning import HarnessCallback
 
 VOCAB, DIM, SEQ = 32, 16, 8
 
@@ -40,7 +40,9 @@ class TinyLM(pl.LightningModule):
         logits = self(x)
         return F.cross_entropy(logits.reshape(-1, VOCAB), y.reshape(-1))
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_step(
+        self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
+    ) -> torch.Tensor:
         loss = self._loss(batch)
         nan_at = knob("FW_NAN_AT", -1)
         if nan_at >= 0 and self.trainer.global_step >= nan_at:
