@@ -19,6 +19,7 @@
 from ._api import (
     MAX_BODY_BYTES,
     MAX_DEPTH,
+    MAX_SEND_BYTES,
     STORE_KEY,
     create_app,
     json_depth,
@@ -78,6 +79,7 @@ __all__ = [
     "MAX_DEPTH",
     "MAX_FILES",
     "MAX_FILE_BYTES",
+    "MAX_SEND_BYTES",
     "MAX_TOTAL_BYTES",
     "STATES",
     "STORE_KEY",

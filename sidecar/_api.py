@@ -14,6 +14,11 @@ work runs in threads so the event loop stays free. With an ``Idempotency-Key`` h
 (see ``_keys``) a repeated request is answered 200 with the ids of the first and
 stores nothing; the same key with another body is 409.
 
+``POST /send`` may carry files: ``"files": [{"filename": "chart.png", "data": "<base64>",
+"content_type": "image/png"}]`` (at most 10, within the outbox's limits); such a body may
+be up to :data:`MAX_SEND_BYTES`, any other stays within :data:`MAX_BODY_BYTES`. A file
+that is not valid base64, or a bad name, type or size, is 400 in one line.
+
 The body is parsed as JSON whatever the ``Content-Type`` says, because
 ``curl -d '{"text": "hi"}'`` sends ``application/x-www-form-urlencoded``. It must be
 strict JSON (no ``NaN``), valid Unicode throughout, at most :data:`MAX_DEPTH` levels
@@ -24,6 +29,8 @@ A malformed or non-ASCII ``Authorization`` header is 401 like a wrong token.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import hmac
 import json
 import logging
@@ -42,7 +49,7 @@ from aiohttp import web
 from memory import Store, dumps_strict
 
 from ._errors import InvalidMessageError, KeyConflictError, TokenFileError
-from ._files import file_summaries
+from ._files import Attachment, file_summaries
 from ._keys import KEY_HEADER, body_digest, check_key, recall_key, remember_key
 from ._outbox import STATES, Prepared, count_by_state, list_messages, prepare, store_prepared
 from ._server import BOOK_KEY, LIMITS_KEY, ApiLimits, ConnectionBook
@@ -51,6 +58,7 @@ from ._split import check_value
 __all__ = [
     "MAX_BODY_BYTES",
     "MAX_DEPTH",
+    "MAX_SEND_BYTES",
     "STORE_KEY",
     "create_app",
     "json_depth",
@@ -64,11 +72,14 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
+MAX_SEND_BYTES = 2 * 1024 * 1024  # a POST /send with files (base64: about 1.5 MB of files)
 MAX_DEPTH = 100  # levels of nested objects/arrays a body may have
 TOKEN_FILE = "sidecar.token"
 STORE_KEY = web.AppKey("harness.store", Store)
 _COMMITTER_KEY: web.AppKey[_GroupCommit] = web.AppKey("harness.sidecar.committer")
-_SEND_KEYS = frozenset({"text", "embeds", "kind"})
+_SEND_KEYS = frozenset({"text", "embeds", "kind", "files"})
+_FILE_KEYS = frozenset({"filename", "data", "content_type"})
+_LIMIT_RE = re.compile(r"body size (\d+)")
 _MAX_LIST = 1000
 _TOKEN_RE = re.compile(r"[A-Za-z0-9_\-]{16,}")
 
@@ -126,13 +137,25 @@ def _parse(raw: bytes) -> Any:
     return value
 
 
-async def read_json(request: web.Request) -> Any:
+def _too_large(limit: int, size: int) -> web.HTTPRequestEntityTooLarge:
+    return web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=size)
+
+
+async def read_json(request: web.Request, *, limit: int = MAX_BODY_BYTES) -> Any:
     """The request body as JSON, whatever its content type.
 
     400 (empty, not UTF-8, not strict JSON, nested deeper than :data:`MAX_DEPTH`, text
-    that is not valid Unicode), 408 (not received within the body timeout) and 413 (too
-    large) are raised as :class:`HTTPException`, each with a one-line reason.
+    that is not valid Unicode), 408 (not received within the body timeout) and 413 (over
+    ``limit`` bytes) are raised as :class:`HTTPException`, each with a one-line reason.
     """
+    value, size = await _read_sized(request)
+    if size > limit:
+        raise _too_large(limit, size)
+    return value
+
+
+async def _read_sized(request: web.Request) -> tuple[Any, int]:
+    """The body as JSON and its size in bytes (up to the app's ``client_max_size``)."""
     limits = request.app[LIMITS_KEY] if LIMITS_KEY in request.app else ApiLimits()
     try:
         async with asyncio.timeout(limits.body_timeout_s):
@@ -143,7 +166,7 @@ async def read_json(request: web.Request) -> Any:
         ) from None
     if not raw.strip():
         raise web.HTTPBadRequest(text="the body is empty; send a JSON object")
-    return _parse(raw)
+    return _parse(raw), len(raw)
 
 
 # -- middlewares -------------------------------------------------------------------------
@@ -196,7 +219,8 @@ async def _error_middleware(request: web.Request, handler: Handler) -> web.Strea
         elif exc.status == 405:
             message = f"method {request.method} not allowed on {request.path}"
         elif exc.status == 413:
-            message = f"body too large (limit {MAX_BODY_BYTES} bytes)"
+            found = _LIMIT_RE.search(exc.text or "")
+            message = f"body too large (limit {found.group(1) if found else MAX_BODY_BYTES} bytes)"
         else:
             message = exc.text if exc.text and exc.content_type == "text/plain" else exc.reason
             message = message.removeprefix(f"{exc.status}: ")
@@ -296,18 +320,51 @@ class _GroupCommit:
 # -- handlers ----------------------------------------------------------------------------
 
 
+def _files(raw: Any) -> list[Attachment] | None:
+    """The ``files`` of a /send body decoded; InvalidMessageError names the problem."""
+    if raw is None:
+        return None
+    if not isinstance(raw, list):
+        raise InvalidMessageError("files must be a list of objects")
+    out = []
+    for i, item in enumerate(raw):
+        if not isinstance(item, dict):
+            raise InvalidMessageError(f"files[{i}] must be an object")
+        unknown = sorted(set(item) - _FILE_KEYS)
+        if unknown:
+            raise InvalidMessageError(
+                f"files[{i}] has an unknown key {unknown[0]!r} (expected filename, data, "
+                "content_type)"
+            )
+        name, data = item.get("filename"), item.get("data")
+        ctype = item.get("content_type", "application/octet-stream")
+        if not isinstance(name, str) or not isinstance(data, str) or not isinstance(ctype, str):
+            raise InvalidMessageError(
+                f"files[{i}]: filename, data (base64) and content_type must be strings"
+            )
+        try:
+            decoded = base64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidMessageError(f"files[{i}].data is not base64") from None
+        out.append(Attachment(name, decoded, ctype))
+    return out
+
+
 async def _send(request: web.Request) -> web.Response:
-    body = await read_json(request)
+    body, size = await _read_sized(request)
     if not isinstance(body, dict):
         return json_error(400, "the body must be a JSON object with text and/or embeds")
+    if size > MAX_BODY_BYTES and not body.get("files"):
+        raise _too_large(MAX_BODY_BYTES, size)
     unknown = sorted(set(body) - _SEND_KEYS)
     if unknown:
-        return json_error(400, f"unknown key {unknown[0]!r} (expected text, embeds, kind)")
+        return json_error(400, f"unknown key {unknown[0]!r} (expected text, embeds, kind, files)")
     kind = body.get("kind")
     if kind is not None and not isinstance(kind, str):
         return json_error(400, "kind must be a string")
     try:
-        message = prepare(text=body.get("text"), embeds=body.get("embeds"), kind=kind)
+        files = _files(body.get("files"))
+        message = prepare(text=body.get("text"), embeds=body.get("embeds"), kind=kind, files=files)
         raw_key = request.headers.get(KEY_HEADER)
         key = None if raw_key is None else check_key(raw_key)
     except InvalidMessageError as exc:
@@ -369,7 +426,7 @@ def create_app(
         raise ValueError("the API token must be at least 16 characters of [A-Za-z0-9_-]")
     limits = ApiLimits() if limits is None else limits
     app = web.Application(
-        client_max_size=MAX_BODY_BYTES,
+        client_max_size=MAX_SEND_BYTES,
         middlewares=[_busy_middleware, _error_middleware, _auth_middleware(token)],
     )
     app[STORE_KEY] = store

@@ -3,9 +3,12 @@ without their bytes, uploaded as multipart, dead-lettered when their bytes are g
 
 from __future__ import annotations
 
+import base64
+import json
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from pydantic import SecretStr
 
@@ -18,12 +21,15 @@ from sidecar import (
     DiscordConfig,
     InvalidMessageError,
     count_by_state,
+    create_app,
     enqueue,
     file_summaries,
     list_messages,
+    serve,
 )
 from tests.fakes.discord_server import FakeDiscord
 
+PNG_TYPE = "image/png"
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 40
 
 
@@ -145,3 +151,40 @@ async def test_a_message_whose_file_is_gone_is_dead_lettered(store: Store) -> No
         assert count_by_state(session=s)["dead"] == 1
         [incident] = ml.list_incidents(session=s)
     assert f"outbox message {row.id}" in incident.summary and "missing" in incident.summary
+
+
+async def test_post_send_takes_files_in_base64(store: Store) -> None:
+    token = "test-api-token-0123456789"
+    runner = await serve(create_app(store=store, token=token), port=0)
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    big = base64.b64encode(PNG * 20).decode()  # ~270 KB of base64: over the plain limit
+    good = {
+        "text": "chart",
+        "files": [{"filename": "c.png", "data": big, "content_type": "image/png"}],
+    }
+    bad_cases = [
+        ({"text": "x", "files": [{"filename": "c.png", "data": "!!"}]}, "not base64"),
+        ({"text": "x", "files": [{"filename": "../c", "data": "AA=="}]}, "filename must be"),
+        ({"text": "x", "files": [{"name": "c.png"}]}, "unknown key 'name'"),
+        ({"text": "x", "files": "c.png"}, "files must be a list"),
+        ({"text": "y" * (70 * 1024)}, "too large"),  # without files the limit is unchanged
+    ]
+    try:
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
+            async with http.post(f"{url}/send", data=json.dumps(good)) as r:
+                assert r.status == 202, await r.text()
+                [message_id] = (await r.json())["ids"]
+            for body, needle in bad_cases:
+                async with http.post(f"{url}/send", data=json.dumps(body)) as r:
+                    error = (await r.json())["error"]
+                    assert r.status in (400, 413) and needle in error, (r.status, error)
+                    assert "\n" not in error
+            async with http.get(f"{url}/messages") as r:
+                listed = await r.text()
+    finally:
+        await runner.cleanup()
+    [row] = json.loads(listed)["messages"]
+    assert row["id"] == message_id and len(listed) < 4000  # name and size, not the bytes
+    assert row["files"] == [
+        {"filename": "c.png", "content_type": "image/png", "size": len(PNG) * 20, "kept": True}
+    ]
