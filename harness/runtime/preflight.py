@@ -28,11 +28,12 @@ from harness.core.spec import RunSpec
 from harness.errors import SpecError
 from harness.runtime import procs
 from harness.runtime.probes import GpuProbe, read_ram
-from harness.runtime.specs import resolve_command
+from harness.runtime.specs import SECRET_ENV, job_cwd, launch_env, resolve_command, run_env
 from memory import Store, active_runs, processes_of_finished_runs
 
 __all__ = [
     "CHECK_RULES",
+    "SECRET_ENV",
     "CheckItem",
     "default_check_spec",
     "job_cwd",
@@ -62,39 +63,6 @@ class CheckItem:
     evidence: str
     rule: str | None = None
     mistake_ids: tuple[str, ...] = ()
-
-
-#: never handed to a job: a training script has no business with the Discord secrets
-SECRET_ENV = ("HARNESS_DISCORD_TOKEN", "HARNESS_DISCORD_WEBHOOK_URL")
-
-
-def run_env(run_dir: Path, run_id: str, extra: dict[str, str]) -> dict[str, str]:
-    """The job's environment: ours without the secrets, the spec's ``env``, the protocol."""
-    env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}
-    env.update(extra)
-    env.update(
-        {
-            "HARNESS_RUN_ID": run_id,
-            "HARNESS_RUN_DIR": str(run_dir),
-            "HARNESS_METRICS": str(run_dir / "metrics.jsonl"),
-            "HARNESS_CONTROLS": str(run_dir / "controls.json"),
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
-    return env
-
-
-def job_cwd(spec: RunSpec) -> Path:
-    """Where the job runs: the spec's ``cwd``, else ours."""
-    return Path(spec.cwd) if spec.cwd else Path.cwd()
-
-
-def launch_env(spec: RunSpec, run_dir: Path, run_id: str) -> dict[str, str]:
-    """The environment a launcher starts the job with (:func:`run_env`, and the sample
-    interval the Slurm node agents read)."""
-    env = run_env(run_dir, run_id, spec.env)
-    env["HARNESS_SAMPLE_EVERY_S"] = f"{spec.watch.sample_every_s:g}"
-    return env
 
 
 def _preflight_command(

@@ -3,11 +3,13 @@
 Presets are the specs shipped in ``harness/presets/`` plus ``*.toml`` in the user's
 presets folder (the user's file wins on a name clash). :func:`load_preset` only ever
 reads presets (what chat may pick); :func:`load_spec` also takes a path (what the
-terminal may give). Parsing and validation are ``harness.core.spec``.
+terminal may give). Parsing and validation are ``harness.core.spec``. Also here: what a
+job is started with, whichever launcher starts it (:func:`launch_env`, :func:`job_cwd`).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from collections.abc import Mapping, Sequence
@@ -20,10 +22,14 @@ from harness.core.spec import RunSpec, args_to_flags, spec_from_toml
 from harness.errors import NotFoundError, SpecError
 
 __all__ = [
+    "SECRET_ENV",
+    "job_cwd",
+    "launch_env",
     "list_presets",
     "load_preset",
     "load_spec",
     "resolve_command",
+    "run_env",
     "with_resume",
 ]
 
@@ -93,3 +99,39 @@ def resolve_command(
     elif shutil.which(program) is None:
         raise SpecError(f"command: program {program!r} not found on PATH")
     return words
+
+
+# -- the job's environment and working directory ---------------------------------------
+
+
+#: never handed to a job: a training script has no business with the Discord secrets
+SECRET_ENV = ("HARNESS_DISCORD_TOKEN", "HARNESS_DISCORD_WEBHOOK_URL")
+
+
+def run_env(run_dir: Path, run_id: str, extra: dict[str, str]) -> dict[str, str]:
+    """The job's environment: ours without the secrets, the spec's ``env``, the protocol."""
+    env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}
+    env.update(extra)
+    env.update(
+        {
+            "HARNESS_RUN_ID": run_id,
+            "HARNESS_RUN_DIR": str(run_dir),
+            "HARNESS_METRICS": str(run_dir / "metrics.jsonl"),
+            "HARNESS_CONTROLS": str(run_dir / "controls.json"),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env
+
+
+def job_cwd(spec: RunSpec) -> Path:
+    """Where the job runs: the spec's ``cwd``, else ours."""
+    return Path(spec.cwd) if spec.cwd else Path.cwd()
+
+
+def launch_env(spec: RunSpec, run_dir: Path, run_id: str) -> dict[str, str]:
+    """The environment a launcher starts the job with (:func:`run_env`, and the sample
+    interval the Slurm node agents read)."""
+    env = run_env(run_dir, run_id, spec.env)
+    env["HARNESS_SAMPLE_EVERY_S"] = f"{spec.watch.sample_every_s:g}"
+    return env

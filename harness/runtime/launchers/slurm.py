@@ -493,13 +493,11 @@ def _save(job: SlurmJob) -> None:
 def _job_env(run_dir: Path, run_id: str) -> dict[str, str]:
     """The environment a re-adopted job is resubmitted with: what its launch had."""
     from harness.core.spec import RunSpec
-    from harness.runtime.preflight import launch_env
+    from harness.runtime.specs import launch_env, run_env
 
     try:
         spec = RunSpec.model_validate_json((run_dir / "spec.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):  # no spec kept: the protocol's variables only
-        from harness.runtime.preflight import run_env
-
         return run_env(run_dir, run_id, {})
     return launch_env(spec, run_dir, run_id)
 
