@@ -127,9 +127,50 @@ def progress_parts(p: Mapping[str, Any], key_metric: str | None) -> list[str]:
     else:
         parts.append(_cpu_part(p))
     parts.append(f"RAM free {gb(p.get('ram_available'))}")
+    ranks = _ranks_part(p.get("ranks"))
+    if ranks:
+        parts.append(ranks)
     if p.get("where"):
         parts.append(f"on {clip(str(p['where']), 64)}")
     return parts
+
+
+#: a rank below this share of the fastest rank's step rate is named a straggler
+STRAGGLER_SHARE = 0.8
+
+
+def _ranks_part(ranks: Any) -> str:
+    """``ranks 4: 2.10-2.30 it/s`` or, with a straggler, ``ranks 4: 0.90-2.30 it/s, ⚠ rank
+    3 at 0.90 it/s (39% of the fastest)``; "" for a job of one rank."""
+    if not isinstance(ranks, list) or len(ranks) < 2:
+        return ""
+    rates = {
+        r["rank"]: float(r["rate"])
+        for r in ranks
+        if isinstance(r, Mapping)
+        and isinstance(r.get("rank"), int)
+        and isinstance(r.get("rate"), int | float)
+        and not isinstance(r.get("rate"), bool)
+        and math.isfinite(r["rate"])
+        and r["rate"] > 0
+    }
+    if not rates:
+        return f"ranks {len(ranks)}"
+    fast, slow = max(rates.values()), min(rates.values())
+    head = f"ranks {len(ranks)}: " + (
+        f"{_rate(slow)}-{_rate(fast)} it/s" if slow != fast else f"{_rate(fast)} it/s"
+    )
+    laggard = min(rates, key=lambda r: rates[r])
+    if slow < STRAGGLER_SHARE * fast:
+        return (
+            f"{head}, ⚠ rank {laggard} at {_rate(slow)} it/s "
+            f"({slow / fast * 100:.0f}% of the fastest)"
+        )
+    return head
+
+
+def _rate(v: float) -> str:
+    return f"{v:.2f}" if v < 10 else f"{v:.0f}"
 
 
 def _cpu_part(p: Mapping[str, Any]) -> str:

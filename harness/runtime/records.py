@@ -13,13 +13,16 @@ import asyncio
 import time
 from collections.abc import Mapping
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import mistakes as ml
 from harness.core.machine import RunMachine
 from harness.core.rules import Finding
+from harness.job.protocol import METRICS_FILE
 from harness.runtime.guard import Outcome, RunWriter
 from harness.runtime.procs import ProcRecord
+from harness.runtime.tail import rank_rates
 from memory import Run, Store, clean_text, json_safe, pending_abort, register_process
 
 __all__ = [
@@ -31,6 +34,7 @@ __all__ = [
     "progress_fields",
     "read_abort",
     "record_finding",
+    "save_progress",
     "set_fields",
     "stored",
     "submit_finish",
@@ -141,6 +145,17 @@ def progress_fields(machine: RunMachine, *, at: float) -> dict[str, Any]:
             machine.status, "queued" if machine.waiting else "running"
         ),
     }
+
+
+def save_progress(store: Store, run_id: str, fields: Mapping[str, Any], run_dir: Path) -> None:
+    """A progress write; a job of several ranks (torchrun) also gets each rank's step rate
+    (``progress.ranks``, read here in the writer's thread), so heartbeats show a straggler."""
+    ranks = rank_rates(run_dir, run_dir / METRICS_FILE)
+    if len(ranks) > 1:
+        progress = dict(fields.get("progress") or {})
+        progress["ranks"] = [{"rank": r.rank, "step": r.step, "rate": r.steps_per_s} for r in ranks]
+        fields = {**fields, "progress": progress}
+    set_fields(store, run_id, fields)
 
 
 def incident_record(finding: Finding, severity: str, action: str, ts: float) -> dict[str, Any]:

@@ -64,6 +64,7 @@ from harness.runtime.records import (
     mark_started,
     progress_fields,
     read_abort,
+    save_progress,
     set_fields,
     submit_finish,
     submit_incident,
@@ -246,7 +247,10 @@ class Watch:
         if final is None and now >= state.next_progress:
             state.next_progress = now + PROGRESS_EVERY_S
             fields = progress_fields(machine, at=time.time())
-            fn = partial(set_fields, self.store, job.run_id, fields)
+            if job.spec.launcher == "torchrun":  # and each rank's rate, read in the worker
+                fn = partial(save_progress, self.store, job.run_id, fields, job.run_dir)
+            else:
+                fn = partial(set_fields, self.store, job.run_id, fields)
             job.writer.submit("save progress", fn, fields, key="progress")
         return final
 

@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
 
+from harness.core.heartbeat import run_summary
 from harness.core.spec import RunSpec, apply_overrides
 from harness.runtime import cgroups
 from harness.runtime.launchers.torchrun import rank_logs
@@ -27,7 +30,7 @@ from harness.runtime.procs import marked_processes
 from harness.runtime.specs import load_spec
 from harness.runtime.supervisor import Supervisor
 from memory import Store
-from tests.e2e.conftest import FAST_WATCH, await_for, finish, gone, incidents
+from tests.e2e.conftest import FAST_WATCH, await_for, finish, get_run, gone, incidents
 
 pytestmark = pytest.mark.slow
 
@@ -147,6 +150,16 @@ async def test_abort_reaches_every_rank_once_through_torchrun_and_leaves_none(
     await training(sup, run_id, run_dir)
     ranks = ranks_of(run_id)
     assert sorted(ranks) == [0, 1]
+    # each rank's step rate reaches the progress row, and so the heartbeat's line
+    await await_for(
+        lambda: (
+            len([r for r in get_run(store, run_id).progress.get("ranks") or [] if r["rate"]]) == 2
+        ),
+        60,
+        "each rank's rate in the run's progress",
+    )
+    _, line = run_summary(get_run(store, run_id), now=time.time())
+    assert re.search(r" · ranks 2: [\d.]+(-[\d.]+)? it/s", line), line
     wrapper_sid = os.getsid(job.handle.record.pid)
     # torchrun starts every rank in a session of its own: the job's session misses them
     assert all(os.getsid(p.pid) == p.pid != wrapper_sid for p in ranks.values())

@@ -171,3 +171,19 @@ def test_progress_line_shows_each_gpu_with_its_judged_figure_and_memory() -> Non
         "GPU1 4% SM (util 100%) 78.0/80.0 GB  GPU2 50% util  RAM free 12.0 GB"
     )
     assert "CPU" not in line
+
+
+def test_the_ranks_of_a_job_and_a_straggler_among_them() -> None:
+    def line(ranks: Any) -> str:
+        return progress_line("ddp", "running", {"step": 10, "ranks": ranks}, None)
+
+    even = [{"rank": 0, "step": 10, "rate": 2.3}, {"rank": 1, "step": 10, "rate": 2.1}]
+    assert "  ranks 2: 2.10-2.30 it/s" in line(even)
+    assert "⚠" not in line(even)
+    slow = [*even, {"rank": 2, "step": 6, "rate": 0.9}, {"rank": 3, "step": 10, "rate": 2.3}]
+    assert "  ranks 4: 0.90-2.30 it/s, ⚠ rank 2 at 0.90 it/s (39% of the fastest)" in line(slow)
+    # one rank, no rates yet, or rates that are not numbers: nothing misleading
+    assert "ranks" not in line(even[:1])
+    unknown = [{"rank": 0, "rate": None}, {"rank": 1, "rate": "fast"}, {"rank": 2, "rate": True}]
+    assert "  ranks 3" in line(unknown) and "it/s" not in line(unknown).split("ranks")[1]
+    assert "ranks" not in line("garbage")
