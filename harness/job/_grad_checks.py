@@ -60,7 +60,9 @@ def check_gradient_flow(model: nn.Module, batch: Any, loss_fn: LossFn) -> CheckR
         if not math.isfinite(value):
             return result("gradient_flow", False, f"the loss is {value}: no gradient to judge")
         grads = torch.autograd.grad(loss, [p for _, p in trainable], allow_unused=True)
-    missing, zero, nonfinite = [], [], []
+    missing: list[str] = []
+    zero: list[str] = []
+    nonfinite: list[str] = []
     for (name, _), g in zip(trainable, grads, strict=True):
         if g is None:
             missing.append(name)

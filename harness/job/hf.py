@@ -251,7 +251,7 @@ class HarnessCallback(TrainerCallback):
         if not self.link.enabled:
             return
         self._save_pending = False
-        path = os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
+        path = os.path.join(args.output_dir or ".", f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
         if os.path.isdir(path):
             self.link.checkpoint(path, state.global_step)
         self.link.phase("train")

@@ -31,7 +31,7 @@ except ImportError as exc:  # pragma: no cover - the extra is part of dev
 import torch
 
 from harness.job._callback import JobLink, grad_norm, positive_lr, set_lr
-from harness.job.checks import CheckConfig, LossFn, RunFacts
+from harness.job.checks import CheckConfig, CheckError, LossFn, RunFacts
 from harness.job.report import Reporter
 
 __all__ = ["HarnessCallback", "training_step_loss"]
@@ -153,6 +153,8 @@ class HarnessCallback(pl.Callback):
         loader = trainer.train_dataloader
 
         def first_batch() -> Any:
+            if loader is None:
+                raise CheckError("no train dataloader to take a batch from")
             batch = next(iter(loader))
             return trainer.strategy.batch_to_device(batch, pl_module.device)
 
@@ -171,7 +173,7 @@ class HarnessCallback(pl.Callback):
         size = getattr(loader, "batch_size", None)
         dataset = getattr(loader, "dataset", None)
         try:
-            unique = len(dataset) if dataset is not None else None  # type: ignore[arg-type]
+            unique = len(dataset) if dataset is not None else None
         except TypeError:
             unique = None
         batch = size * trainer.accumulate_grad_batches * trainer.world_size if size else None

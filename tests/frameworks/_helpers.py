@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.runtime.supervisor import Supervisor
-from memory import Run, Store
+from memory import TERMINAL, Run, Store
 from tests.e2e.conftest import await_for, finish, get_run, make_spec
 
 JOBS = Path(__file__).parent / "jobs"
@@ -47,6 +47,9 @@ async def wait_for_step(store: Store, run_id: str, step: int) -> Path:
     run_dir = Path(get_run(store, run_id).run_dir)
 
     def reached() -> bool:
+        status = get_run(store, run_id).status
+        if status in TERMINAL:
+            raise AssertionError(f"{run_id} is {status} before step {step}")
         try:
             return any(r.get("step", -1) >= step for r in steps(lines(run_dir)))
         except (OSError, ValueError):

@@ -10,10 +10,9 @@ from typing import Any
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainerCallback, TrainingArguments
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _common import knob, wait_for_lr
-
+sys.path.insert(0, str(Path(__file__).parents[3]))  # the repository, for tests.*
 from harness.job.hf import HarnessCallback
+from tests.frameworks.jobs._common import knob, wait_for_lr
 
 VOCAB, SEQ = 64, 16
 
@@ -22,16 +21,16 @@ class NanTrainer(Trainer):
     """The loss turns NaN from step FW_NAN_AT (the Trainer hides a NaN loss in its log by
     default, logging_nan_inf_filter; the gradient norm shows it)."""
 
-    def compute_loss(self, model, inputs, *args: Any, **kwargs: Any):  # type: ignore[no-untyped-def]
+    def compute_loss(self, model, inputs, *args: Any, **kwargs: Any):
         loss = super().compute_loss(model, inputs, *args, **kwargs)
         nan_at = knob("FW_NAN_AT", -1)
-        if nan_at >= 0 and self.state.global_step >= nan_at:
+        if isinstance(loss, torch.Tensor) and 0 <= nan_at <= self.state.global_step:
             loss = loss * float("nan")
         return loss
 
 
 class WaitForLr(TrainerCallback):
-    def on_step_begin(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+    def on_step_begin(self, args, state, control, **kwargs):
         if state.global_step == knob("FW_WAIT_LR_AT", -1):
             wait_for_lr()
 
@@ -41,7 +40,7 @@ def main() -> None:
     config = GPT2Config(vocab_size=VOCAB, n_positions=SEQ, n_embd=32, n_layer=2, n_head=2)
     model = GPT2LMHeadModel(config)
     if knob("FW_CUT"):
-        mlp = model.transformer.h[1].mlp
+        mlp: Any = model.transformer.h[1].mlp
         forward = mlp.forward
         mlp.forward = lambda h: forward(h).detach()  # the mistake: block 1's MLP never learns
     top = VOCAB + 16 if knob("FW_VOCAB_OVER") else VOCAB

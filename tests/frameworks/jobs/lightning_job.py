@@ -12,10 +12,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _common import knob, wait_for_lr
-
+sys.path.insert(0, str(Path(__file__).parents[3]))  # the repository, for tests.*
 from harness.job.lightning import HarnessCallback
+from tests.frameworks.jobs._common import knob, wait_for_lr
 
 VOCAB, DIM, SEQ = 32, 16, 8
 
@@ -53,14 +52,14 @@ class TinyLM(pl.LightningModule):
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self.log("val_loss", self._loss(batch))
 
-    def configure_optimizers(self):  # type: ignore[no-untyped-def]
+    def configure_optimizers(self):
         opt = torch.optim.SGD(self.parameters(), lr=0.01)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)  # rewrites lr each step
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
 class WaitForLr(pl.Callback):
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):  # type: ignore[no-untyped-def]
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if trainer.global_step == knob("FW_WAIT_LR_AT", -1):
             wait_for_lr()
 

@@ -61,7 +61,7 @@ def batch() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def test_every_line_is_the_preflight_protocols_and_names_its_mistakes() -> None:
-    assert c.CHECKS == tuple(c.MISTAKES)
+    assert tuple(c.MISTAKES) == c.CHECKS
     for name in c.CHECKS:
         assert len(name) <= 60 and ":" not in name
         r = c.CheckResult(name, False, "line one\nline two", c.MISTAKES[name])
@@ -272,7 +272,12 @@ def test_controls_apply_a_good_lr_and_reject_a_bad_one_once(tmp_path: Path) -> N
     rep = Reporter(tmp_path / "metrics.jsonl", controls)
     link = JobLink(rep)
     got: list[float] = []
-    handlers = {"lr": lambda v: got.append(v) or v}
+
+    def take(value: float) -> float:
+        got.append(value)
+        return value
+
+    handlers = {"lr": take}
     controls.write_text('{"lr": 0.5}')
     assert link.controls(handlers, {}, share=lambda v: v) == {"lr": 0.5}
     controls.write_text('{"lr": -1, "eval_every": 3}')
