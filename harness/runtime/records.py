@@ -101,6 +101,8 @@ def finish_run(
             return None
         row.status, row.summary, row.ended_at = status, clean_text(summary), ended
         row.result, row.exit_code = stored({**(row.result or {}), **result}), code
+        if isinstance(result.get("progress"), Mapping):  # the last word on progress
+            row.progress, row.progress_at = stored(result["progress"]), ended
         s.add(row)
         return row
 
@@ -182,6 +184,8 @@ def final_row(
         exit_code=code,
         result=stored({**(known.result or {}), **result}),
     )
+    if isinstance(result.get("progress"), Mapping):
+        data.update(progress=stored(result["progress"]), progress_at=data["ended_at"])
     return Run(**data)
 
 

@@ -75,3 +75,6 @@ async def test_token_ids_beyond_the_embedding_stop_the_run_at_train_begin(
     assert ">= 64 outputs of lm_head" in alert["text"]
     stdout = (Path(run.run_dir) / "stdout.log").read_text()
     assert alert["text"] in stdout
+    (inc,) = [i for i in incidents(store, run_id) if i.rule == "vocab_size"]
+    assert inc.mistake_id == "M-026" and inc.severity == "error"
+    assert "rows of embedding transformer.wte" in inc.summary

@@ -79,3 +79,7 @@ async def test_a_layer_cut_from_the_graph_stops_the_fit_before_step_one(
         "model checks failed before training: FAIL gradient_flow"
         in (out / "stderr.log").read_text()
     )
+    # the alert is an incident under the check, linked to its mistake
+    (inc,) = [i for i in incidents(store, run_id) if i.rule == "gradient_flow"]
+    assert inc.mistake_id == "M-032" and inc.severity == "error"
+    assert "mid.weight, mid.bias" in inc.summary
