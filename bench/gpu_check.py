@@ -109,6 +109,10 @@ PRESENT: tuple[tuple[str, str, str], ...] = (
     ("aiohttp", "aiohttp", "3.9"),
     ("httpx", "httpx", "0.27"),
 )
+#: dependencies the check never exercises, and what goes without them on the device
+NOT_NEEDED: tuple[tuple[str, str], ...] = (
+    ("matplotlib", "charts are drawn by a child process; a heartbeat without one goes alone"),
+)
 
 #: seconds each part may take at most (the whole run also stops at --budget-s)
 BUDGET_S = {0: 50.0, 1: 30.0, 2: 110.0, 3: 55.0, 4: 55.0, 5: 70.0}

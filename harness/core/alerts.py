@@ -17,22 +17,14 @@ from typing import Any
 
 from harness.core.rules import Finding
 from harness.job.protocol import ALERT_LEVELS
+from mistakes import MODEL_CHECKS
 
 __all__ = ["ALERT_RULE", "CHECK_NAMES", "JobAlerts"]
 
 ALERT_RULE = "job_alert"
-#: the model checks' names (harness.job.checks): an alert naming one is filed under it
-CHECK_NAMES = frozenset(
-    {
-        "gradient_flow",
-        "vocab_size",
-        "truncation",
-        "loss_weighting",
-        "gradient_check",
-        "padding_side",
-        "data_passes",
-    }
-)
+#: the model checks' names (harness.job.checks, preflight commands): an alert naming one
+#: is filed under it, and so linked to its mistakes
+CHECK_NAMES = MODEL_CHECKS
 _TEXT_CHARS = 300
 _EXTRA_FIELDS = 8  # further fields of the line kept as evidence
 _EXTRA_CHARS = 120

@@ -451,8 +451,8 @@ async def test_metric_of_1e999_and_lone_surrogates_are_stored_and_inf_loss_abort
     assert 0 <= inc.ts - inf_line["t"] < 1.0  # the usual window
     progress, result, _spec = (_strict(text) for text in _raw_row(store, run_id))
     assert isinstance(progress, dict) and isinstance(result, dict)
-    assert progress["lines"] == 0  # saved at the start; the last progress is in the result
-    metrics = result["progress"]["metrics"]
+    assert progress == result["progress"]  # the row keeps the final progress, strict JSON
+    metrics = progress["metrics"]
     assert metrics["big"] == "inf"  # kept as text: strict JSON, and still a number to us
     assert metrics["\ufffdkey"] == 2.5  # the key's lone surrogate replaced
     assert result["final"]["loss"] == "inf"
