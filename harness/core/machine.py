@@ -665,7 +665,11 @@ class RunMachine:
         if not failed:
             self.status = "succeeded"
             shown = "; ".join(r.describe() for r in results) or "no gates declared"
-            return [Finish("succeeded", f"succeeded: {shown}", result)]
+            # said at once too (with its chart, in the daemon): the end is news on a phone
+            return [
+                Finish("succeeded", f"succeeded: {shown}", result),
+                Notify(f"{self.spec.name}: succeeded: {shown}"),
+            ]
         self.status = "failed"
         summary = "failed gates: " + "; ".join(r.describe() for r in failed)
         actions: list[Action] = [

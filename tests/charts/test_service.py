@@ -147,3 +147,37 @@ async def test_an_end_of_run_alert_carries_the_chart(
     check_png(png.data)
     util = (Path(run.run_dir) / UTIL_FILE).read_text().splitlines()
     assert util and "cpu" in json.loads(util[0])  # the watch loop recorded the series
+
+
+async def test_a_succeeded_run_is_said_at_once_with_its_chart(
+    store: Store, fake: FakeDiscord, tmp_path: Path
+) -> None:
+    code = (
+        "from harness.job import Reporter\n"
+        "r = Reporter(); r.start(total_steps=20, device='cpu')\n"
+        "for i in range(20):\n"
+        "    r.step(i, loss=2.0 / (i + 1))\n"
+        "r.end(loss=0.1)\n"
+    )
+    spec = RunSpec.model_validate(
+        {
+            "name": "fine",
+            "command": [sys.executable, "-c", code],
+            "device": "cpu",
+            "watch": {"sample_every_s": 0.2, "min_ram_free_gb": 0.05, "util_grace_s": 600},
+        }
+    )
+    service = _service(store, fake, "webhook")
+    try:
+        await service.start()
+        run_id = await service.supervisor.launch(spec)
+        run = await asyncio.wait_for(service.supervisor.wait(run_id), 60)
+        assert run.status == "succeeded"
+        assert await service.flush(30)
+    finally:
+        await service.stop()
+    [said] = [m for m in fake.messages if "fine: succeeded" in (m.content or "")]
+    assert (said.content or "").startswith(f"fine: succeeded: no gates declared [{run_id}]")
+    [png] = said.files
+    assert png.filename == chart_name(run_id)
+    check_png(png.data)

@@ -86,10 +86,11 @@ def test_a_normal_run_succeeds_with_its_gates() -> None:
     acts += train(m, 119.0)
     acts += m.handle(lines(120.0, {"event": "end", "avg_bit_acc": 0.95, "loss": 0.05}))
     assert acts == []
-    [finish] = m.handle(Exited(120.5, 0))
-    assert isinstance(finish, Finish)
+    [finish, said] = m.handle(Exited(120.5, 0))
+    assert isinstance(finish, Finish) and isinstance(said, Notify)
     assert finish.status == "succeeded"
     assert finish.summary == "succeeded: avg_bit_acc = 0.95 (pass, gate avg_bit_acc >= 0.9)"
+    assert said.alert and said.text == f"echo: {finish.summary}"
     assert finish.result["exit_code"] == 0
     assert finish.result["final"]["avg_bit_acc"] == 0.95
     assert finish.result["gates"] == [
@@ -101,8 +102,8 @@ def test_a_normal_run_succeeds_with_its_gates() -> None:
 
 def test_a_run_without_gates_succeeds_on_a_clean_exit() -> None:
     m = make(gates={})
-    [finish] = m.handle(Exited(101.0, 0))
-    assert isinstance(finish, Finish)
+    [finish, said] = m.handle(Exited(101.0, 0))
+    assert isinstance(finish, Finish) and isinstance(said, Notify)
     assert finish.status == "succeeded"
     assert "no gates declared" in finish.summary
 
