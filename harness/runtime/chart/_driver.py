@@ -27,7 +27,8 @@ __all__ = ["CHART_COMMAND", "PNG_SIGNATURE", "ChartError", "ChartRenderer"]
 log = logging.getLogger("harness.charts")
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-CHART_COMMAND = (sys.executable, "-m", "harness.runtime.chart")
+# -P: a harness/ folder in the working directory never stands in for ours
+CHART_COMMAND = (sys.executable, "-P", "-m", "harness.runtime.chart")
 MAX_PNG_BYTES = 8 * 1024 * 1024  # a child that prints more than this is broken
 
 
