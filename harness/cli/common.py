@@ -63,6 +63,8 @@ def read_input(path: Path) -> bytes:
         raise UsageError(f"{path}: is a directory, not a file") from None
     except OSError as exc:
         raise HarnessError(f"cannot read {path}: {exc.strerror}") from None
+    except ValueError:  # a NUL byte: no file has such a name
+        raise UsageError(f"{str(path)!r}: not a file name (it holds a NUL byte)") from None
 
 
 def emit_json(data: Any) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from tests.slurm.conftest import SlurmCluster
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm")]  # one cluster
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -19,6 +19,8 @@ import pytest
 
 from tests.slurm.conftest import SlurmCluster, cluster_sh
 
+pytestmark = pytest.mark.xdist_group("slurm")  # one cluster on this machine
+
 
 def run(*argv: str, timeout: float = 30) -> str:
     """The stdout of a Slurm command that must succeed."""

@@ -49,7 +49,7 @@ from tests.e2e.conftest import (  # noqa: F401 - fixtures
 from tests.e2e.test_supervisor_cli import Cli, cli, write_spec  # noqa: F401 - cli: a fixture
 from tests.slurm.conftest import CLUSTER_SH, SlurmCluster
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm")]  # one cluster
 
 JOBS = Path(__file__).parent / "jobs"
 E2E_JOBS = Path(__file__).parents[1] / "e2e" / "jobs"

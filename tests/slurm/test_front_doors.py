@@ -31,7 +31,7 @@ from sidecar import load_or_create_token
 from tests.bot.conftest import ADMIN, GUILD, OPERATOR_ROLE, command, make_interaction
 from tests.slurm.conftest import SlurmCluster
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm")]  # one cluster
 
 JOBS = Path(__file__).parents[1] / "e2e" / "jobs"
 PRESET = f"""

@@ -264,6 +264,9 @@ def test_sweep_stale_kills_old_run_but_not_decoy_or_active_run(jobs: Jobs) -> No
     old_popen, old_rec = jobs.start(_sleeper(), run_id=_new_run_id())
     decoy = jobs.start_unmarked(_sleeper())
     active_popen, active_rec = jobs.start(_sleeper())
+    # a process just forked has no command line until it has exec'd: wait for both
+    _wait_for(lambda: bool(psutil.Process(decoy.pid).cmdline()))
+    _wait_for(lambda: bool(psutil.Process(old_popen.pid).cmdline()))
     assert psutil.Process(decoy.pid).cmdline() == psutil.Process(old_popen.pid).cmdline()
     # a record of the old run pointing at the decoy (as after PID reuse) must not matter
     decoy_rec = ProcRecord(decoy.pid, psutil.Process(decoy.pid).create_time(), old_rec.run_id)
