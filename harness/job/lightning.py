@@ -1,5 +1,5 @@
-"""``HarnessCallback`` for PyTorch Lightning: the job protocol, live ``lr``, and the model
-checks at fit start::
+"""``HarnessCallback`` for PyTorch Lightning: the job protocol, live ``lr`` /
+``eval_every`` / ``checkpoint_every``, and the model checks at fit start::
 
     from harness.job.lightning import HarnessCallback
 
@@ -30,16 +30,20 @@ except ImportError as exc:  # pragma: no cover - the extra is part of dev
 
 import torch
 
-from harness.job._callback import JobLink, grad_norm, positive_lr, set_lr
+from harness.job._callback import (
+    ControlRejected,
+    JobLink,
+    grad_norm,
+    positive_lr,
+    set_lr,
+    step_count,
+)
 from harness.job.checks import CheckConfig, CheckError, LossFn, RunFacts
 from harness.job.report import Reporter
 
 __all__ = ["HarnessCallback", "training_step_loss"]
 
-_UNSUPPORTED = {
-    key: "not steered by the Lightning callback (only lr is)"
-    for key in ("eval_every", "checkpoint_every", "data_weights")
-}
+_UNSUPPORTED = {"data_weights": "not steered by the Lightning callback (the data is yours)"}
 
 
 def _scalar(value: Any) -> float | None:
@@ -188,7 +192,11 @@ class HarnessCallback(pl.Callback):
             return
         schedulers = [c.scheduler for c in trainer.lr_scheduler_configs]
         self.link.controls(
-            {"lr": lambda v: self._apply_lr(trainer, schedulers, v)},
+            {
+                "lr": lambda v: self._apply_lr(trainer, schedulers, v),
+                "eval_every": lambda v: self._apply_eval_every(trainer, v),
+                "checkpoint_every": lambda v: self._apply_checkpoint_every(trainer, v),
+            },
             _UNSUPPORTED,
             share=lambda value: trainer.strategy.broadcast(value, src=0),
         )
@@ -198,6 +206,30 @@ class HarnessCallback(pl.Callback):
         lr = positive_lr(value)
         set_lr(trainer.optimizers, schedulers, lr)
         return lr
+
+    @staticmethod
+    def _apply_eval_every(trainer: pl.Trainer, value: Any) -> int:
+        """``eval_every`` -> the batches between validations (``val_check_batch``)."""
+        every = step_count("eval_every", value, 1)
+        if getattr(trainer, "val_check_batch", None) is None or trainer.val_dataloaders is None:
+            raise ControlRejected("eval_every: this fit has no validation to schedule")
+        trainer.val_check_batch = every
+        return every
+
+    @staticmethod
+    def _apply_checkpoint_every(trainer: pl.Trainer, value: Any) -> int:
+        """``checkpoint_every`` -> each ModelCheckpoint's step interval (0: no step saves)."""
+        every = step_count("checkpoint_every", value, 0)
+        savers = [
+            cb
+            for cb in trainer.checkpoint_callbacks
+            if isinstance(getattr(cb, "_every_n_train_steps", None), int)
+        ]
+        if not savers:
+            raise ControlRejected("checkpoint_every: no ModelCheckpoint saves by steps here")
+        for cb in savers:
+            cb._every_n_train_steps = every
+        return every
 
     def on_before_optimizer_step(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer

@@ -22,7 +22,9 @@ async def test_metrics_phases_checkpoints_reach_the_supervisor_and_a_live_lr_sti
     # The job waits at step 6 until controls.json has an lr: the control lands mid-run.
     run_id = await launch(sup, "lightning_job.py", "pl-ok", FW_WAIT_LR_AT=6)
     run_dir = await wait_for_step(store, run_id, 6)
-    update_controls(run_dir, {"lr": 0.05})  # what `harness controls set` writes
+    # what `harness controls set` writes: a new lr, validation every 3 batches, no more
+    # step checkpoints
+    update_controls(run_dir, {"lr": 0.05, "eval_every": 3, "checkpoint_every": 0})
     run = await run_to_end(sup, run_id)
 
     assert run.status == "succeeded", run.summary
@@ -37,12 +39,14 @@ async def test_metrics_phases_checkpoints_reach_the_supervisor_and_a_live_lr_sti
     assert {r["lr"] for r in train if r["step"] <= 7} == {0.01}
     assert [r["lr"] for r in train if r["step"] >= 8] == pytest.approx([0.05] * 5)
     (applied,) = events(rows, "controls")
-    assert applied["applied"] == {"lr": 0.05}
+    assert applied["applied"] == {"lr": 0.05, "eval_every": 3, "checkpoint_every": 0}
+    # validation every 4 batches, then every 3 (batch 9, then 12); step saves at 5, none after
+    assert [r["step"] for r in rows if "val_loss" in r and "event" not in r] == [4, 9, 12]
     phases = [r["phase"] for r in events(rows, "phase")]
     assert phases[:3] == ["train", "eval", "train"]
     assert "checkpoint" in phases and phases[-1] == "train"
     ckpts = events(rows, "checkpoint")
-    assert [c["step"] for c in ckpts] == [5, 10]
+    assert [c["step"] for c in ckpts] == [5]
     assert all(Path(c["path"]).is_file() for c in ckpts)
     (end,) = events(rows, "end")
     assert end["step"] == 12 and "val_loss" in end
