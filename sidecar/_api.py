@@ -214,10 +214,12 @@ async def _error_middleware(request: web.Request, handler: Handler) -> web.Strea
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
+        # the path as sent (percent-encoded, so one line whatever it decodes to), clipped
+        shown = request.raw_path if len(request.raw_path) <= 200 else request.raw_path[:199] + "…"
         if exc.status == 404:
-            message = f"no route {request.method} {request.path}"
+            message = f"no route {request.method} {shown}"
         elif exc.status == 405:
-            message = f"method {request.method} not allowed on {request.path}"
+            message = f"method {request.method} not allowed on {shown}"
         elif exc.status == 413:
             found = _LIMIT_RE.search(exc.text or "")
             message = f"body too large (limit {found.group(1) if found else MAX_BODY_BYTES} bytes)"

@@ -149,6 +149,11 @@ async def test_bad_bodies_are_refused_with_the_reason(
 
 async def test_unknown_route_wrong_method_and_oversized_body(base_url: str) -> None:
     assert await call(base_url, "GET", "/nope") == (404, {"error": "no route GET /nope"})
+    # a path that decodes to a new line is shown as sent: the error stays one line
+    assert await call(base_url, "GET", "/runs/%0A%7B") == (
+        404,
+        {"error": "no route GET /runs/%0A%7B"},
+    )
     status, body = await call(base_url, "GET", "/send")
     assert status == 405 and "not allowed" in body["error"]
     big = json.dumps({"text": "y" * (70 * 1024)})
