@@ -1,3 +1,4 @@
+# ruff: noqa: F811 - the fake Discord fixture is imported by name, and used by name
 """A heartbeat queued with its chart survives ``kill -9`` of ``harness serve``: the real
 daemon (a subprocess), a fake Discord (a subprocess) that refuses with 503 until the
 daemon is dead; the daemon started again delivers the heartbeat with its PNG intact."""
@@ -6,9 +7,7 @@ from __future__ import annotations
 
 import base64
 import signal
-import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,14 @@ import httpx
 import pytest
 
 from tests.charts.conftest import check_png
-from tests.e2e.test_daemon import ROOT, Daemon, Fake, _kill_marked, free_port, make_home, wait_for
+from tests.e2e.test_daemon import (
+    Daemon,
+    Fake,
+    _kill_marked,
+    fake,  # noqa: F401 - the fake Discord, a fixture used by name
+    make_home,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -29,39 +35,13 @@ JOB = (
 )
 
 
-@pytest.fixture
-def discord() -> Iterator[Fake]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakes.discord_server", "--port", str(port)],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    fake = Fake(port, proc)
-
-    def up() -> bool:
-        try:
-            httpx.get(f"{fake.url}/_fake/messages", timeout=1)
-            return True
-        except httpx.HTTPError:
-            return False
-
-    try:
-        wait_for(up, 15, "the fake Discord")
-        yield fake
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
 def _heartbeat_row(api: httpx.Client) -> dict[str, Any] | None:
     rows = api.get("/messages", timeout=30).json()["messages"]
     return next((m for m in rows if m["kind"] == "heartbeat" and m["files"]), None)
 
 
-def test_a_heartbeat_with_its_chart_survives_kill_9(tmp_path: Path, discord: Fake) -> None:
-    home, env, port = make_home(tmp_path, discord)
+def test_a_heartbeat_with_its_chart_survives_kill_9(tmp_path: Path, fake: Fake) -> None:
+    home, env, port = make_home(tmp_path, fake)
     first = Daemon(home, env, port).start()
     run_id = ""
     second: Daemon | None = None
@@ -84,7 +64,7 @@ def test_a_heartbeat_with_its_chart_survives_kill_9(tmp_path: Path, discord: Fak
             30,
             "progress",
         )
-        discord.config(fail_for=600)  # Discord is down: the heartbeat waits in the outbox
+        fake.config(fail_for=600)  # Discord is down: the heartbeat waits in the outbox
         beat = api.post("/heartbeat", timeout=60)
         assert beat.status_code == 200, beat.text
         row = wait_for(lambda: _heartbeat_row(api), 30, "the heartbeat in the outbox")
@@ -98,11 +78,11 @@ def test_a_heartbeat_with_its_chart_survives_kill_9(tmp_path: Path, discord: Fak
         )
         api.close()
         first.stop(signal.SIGKILL)
-        discord.config(fail_for=0)
+        fake.config(fail_for=0)
         second = Daemon(home, env, port).start()
 
         def delivered() -> list[dict[str, Any]]:
-            return [m for m in discord.messages() if m["files"]]
+            return [m for m in fake.messages() if m["files"]]
 
         [message] = wait_for(delivered, 60, "the heartbeat with its chart")
     finally:
