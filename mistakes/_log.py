@@ -200,11 +200,6 @@ class ChecklistView:
         ids = self.item.mistake_ids
         return "conduct" if ids and all(i in CONDUCT_IDS for i in ids) else "manual"
 
-    @property
-    def machine(self) -> bool:
-        """Whether a machine keeps this item (a rule or a check), not a person."""
-        return self.enforcement in ("rule", "check")
-
     def as_dict(self) -> dict[str, object]:
         return {
             **self.item.as_dict(),

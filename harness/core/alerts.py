@@ -19,12 +19,9 @@ from harness.core.rules import Finding
 from harness.job.protocol import ALERT_LEVELS
 from mistakes import MODEL_CHECKS
 
-__all__ = ["ALERT_RULE", "CHECK_NAMES", "JobAlerts"]
+__all__ = ["ALERT_RULE", "JobAlerts"]
 
 ALERT_RULE = "job_alert"
-#: the model checks' names (harness.job.checks, preflight commands): an alert naming one
-#: is filed under it, and so linked to its mistakes
-CHECK_NAMES = MODEL_CHECKS
 _TEXT_CHARS = 300
 _EXTRA_FIELDS = 8  # further fields of the line kept as evidence
 _EXTRA_CHARS = 120
@@ -67,7 +64,7 @@ class JobAlerts:
         text = _one_line(raw, _TEXT_CHARS) if isinstance(raw, str) and raw.strip() else ""
         text = text or "(an alert without text)"
         check = rec.get("check")
-        rule = check if isinstance(check, str) and check in CHECK_NAMES else ALERT_RULE
+        rule = check if isinstance(check, str) and check in MODEL_CHECKS else ALERT_RULE
         evidence: dict[str, Any] = {"level": level, "text": text}
         for key, value in rec.items():
             if len(evidence) >= 2 + _EXTRA_FIELDS:
