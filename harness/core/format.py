@@ -144,16 +144,12 @@ def _ranks_part(ranks: Any) -> str:
     3 at 0.90 it/s (39% of the fastest)``; "" for a job of one rank."""
     if not isinstance(ranks, list) or len(ranks) < 2:
         return ""
-    rates = {
-        r["rank"]: float(r["rate"])
-        for r in ranks
-        if isinstance(r, Mapping)
-        and isinstance(r.get("rank"), int)
-        and isinstance(r.get("rate"), int | float)
-        and not isinstance(r.get("rate"), bool)
-        and math.isfinite(r["rate"])
-        and r["rate"] > 0
-    }
+    rates = {}
+    for r in ranks:
+        if isinstance(r, Mapping) and isinstance(r.get("rank"), int):
+            rate = as_float(r.get("rate"))
+            if rate is not None and math.isfinite(rate) and rate > 0:
+                rates[r["rank"]] = rate
     if not rates:
         return f"ranks {len(ranks)}"
     fast, slow = max(rates.values()), min(rates.values())
